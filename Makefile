@@ -1,0 +1,75 @@
+# kdmri — make demo / make test / make data / make bench
+#
+# Everything runs inside a local virtual environment (.venv/) that the first target creates.
+# Targets are idempotent: a second run reuses the environment and the data that are there.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+TORCH_VERSION ?= 2.13.0
+FASTMRI_VERSION ?= 0.3.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.kdmri-installed
+DATA ?= data/demo
+PYTEST_ARGS ?=
+
+.PHONY: help install data demo test bench clean-venv
+
+help:
+	@echo "make demo   - install, build the demo data, run the notebooks into runs/demo/"
+	@echo "make test   - install, build the demo data, run the test suite"
+	@echo "make data   - build the embedded demo data into $(DATA)/"
+	@echo "make bench  - profile the models (params / FLOPs / latency)"
+
+install: $(STAMP)
+
+# torch: kept if the base interpreter already has one (Colab, a conda env): the venv then sees the
+# system site-packages. Otherwise CUDA builds only where an NVIDIA GPU is present; on a CPU-only
+# machine the CPU build (from PyTorch's CPU index when it is reachable, else whatever
+# `torch==$(TORCH_VERSION)` resolves to through the configured indexes, which here is the CPU wheel).
+# fastmri is installed without its dependencies: its wheel pulls torchvision and pytorch-lightning,
+# which only its training scripts use (and the registry's torchvision cannot import next to a CPU
+# torch); pyproject.toml lists what its library code needs.
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(PY)" ]; then \
+	  if "$(PYTHON)" -c "import torch" 2>/dev/null; then \
+	    echo "[install] torch found in $(PYTHON): creating $(VENV) with system site-packages (torch kept)"; \
+	    "$(PYTHON)" -m venv --system-site-packages $(VENV); \
+	  else \
+	    echo "[install] creating $(VENV) with $(PYTHON)"; \
+	    "$(PYTHON)" -m venv $(VENV); \
+	  fi; \
+	fi
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "[install] torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed: kept"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "[install] NVIDIA GPU found: installing torch==$(TORCH_VERSION) (CUDA build)"; \
+	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	elif $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+	  echo "[install] CPU-only machine: torch==$(TORCH_VERSION) from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	else \
+	  echo "[install] CPU-only machine: torch==$(TORCH_VERSION) from the configured package index"; \
+	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps "fastmri==$(FASTMRI_VERSION)"
+	$(PY) -c "import kdmri_lib, fastmri.data, fastmri.evaluate; print('[install] ok:', kdmri_lib.environment_summary())"
+	@touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) data_scripts/make_demo_data.py --out $(DATA)
+
+demo: data
+	$(PY) data_scripts/make_demo_data.py --out $(DATA) --summary
+
+test: data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m kdmri_lib.profile --out runs/bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""kdmri_lib — fast MRI reconstruction by heterogeneous (ViT -> CNN) knowledge distillation.
+
+The library behind the kdmri notebooks. Import it once and reach every module from it::
+
+    import kdmri_lib as kd
+    op = kd.physics.build_operator("sr", 4, shape=(192, 192))
+
+Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
+
+Layering (nothing imports upward): ``errors`` -> ``device`` -> ``physics`` / ``masks`` ->
+``fastmri_format`` -> ``demo_data`` / ``data`` -> ``metrics``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "errors", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "metrics",
+    "models", "losses", "train", "reconstruct", "profile", "viz", "widgets", "notebook", "real_data",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'kdmri_lib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_SUBMODULES))
+
+
+def environment_summary() -> str:
+    """One line: versions of the key packages and the device that 'auto' picks."""
+    import fastmri  # noqa: F401
+    import numpy
+    import torch
+
+    from .device import describe, get_device
+
+    try:
+        from importlib.metadata import version
+        fm = version("fastmri")
+    except Exception:  # noqa: BLE001
+        fm = "?"
+    return (f"kdmri {__version__}, torch {torch.__version__}, fastmri {fm}, numpy {numpy.__version__}, "
+            f"device auto -> {describe(get_device('auto'))}")

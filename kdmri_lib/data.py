@@ -1,0 +1,349 @@
+r"""Datasets: fastMRI-format slices and natural images, through the toolkit's physics.
+
+Every dataset yields a dict for one sample (``default_collate`` batches them)::
+
+    y        complex64 (1, h, w)   measurement (sr: central k-space block; cs: masked k-space)
+    initial  complex64 (1, h', w') the image a network starts from (low-res / zero-filled)
+    target   float32   (1, H, W)   ground-truth magnitude
+    mask     float32   (1, 1, W)   cs only: the column mask of this sample
+    scale    float32   ()          normalisation: y, initial and target were divided by it
+    max      float32   ()          volume maximum of the target, in file units (fastMRI's attrs['max'])
+    fname    str                   file name (volume id)
+    slice_num int                  slice index in the volume
+
+Normalisation (the fastMRI way, adapted to physics-based models): fastMRI's U-Net transform
+normalises each slice by statistics of its zero-filled image. Our unrolled models need the data
+term to stay linear, so we divide k-space and target by one *scalar* per slice, the maximum
+magnitude of the full-slice starting image (known at test time, no ground truth involved).
+Metrics are scale-invariant (PSNR/SSIM use the volume maximum of the target, NMSE is a ratio),
+so they are the same in normalised and file units.
+
+``op = batch_operator(batch, task, factor)`` rebuilds the operator of a collated batch (for
+``cs`` it carries each sample's mask) so that ``model(batch["y"], op)`` works.
+
+Training masks (``cs``) are drawn from torch's global RNG (so ``seed_everything`` makes them
+reproducible, also in DataLoader workers); validation masks use fastMRI's per-file seed
+``tuple(map(ord, fname))``, identical for every slice of a volume and every run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from fastmri.data import SliceDataset
+from torch.utils.data import Dataset
+
+from . import masks as _masks
+from .errors import ConfigError, DataError, check_choice, check_int
+from .fastmri_format import check_file
+from .physics import TASKS, Operator, build_operator, centre_crop, ifft2c
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _check_task(task: str, factor: int) -> tuple[str, int]:
+    check_choice("task", task, TASKS)
+    factor = check_int("scale" if task == "sr" else "acceleration", factor, minimum=1)
+    return task, factor
+
+
+def _check_patch(task: str, factor: int, patch_size: Optional[int]) -> Optional[int]:
+    if patch_size is None:
+        return None
+    patch_size = check_int("patch_size", patch_size, minimum=8)
+    if task == "sr" and patch_size % factor:
+        raise ConfigError(f"patch_size {patch_size} must be divisible by the sr scale {factor}")
+    return patch_size
+
+
+def list_h5(root: str | os.PathLike) -> list[Path]:
+    """The ``.h5`` files of a folder, sorted; clear errors for a missing or empty folder."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data folder not found (run `make data` for the demo data, or see README 'Using real data')")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a folder of fastMRI .h5 files, got a file")
+    files = sorted(p for p in root.iterdir() if p.suffix == ".h5" and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{root}: no .h5 files in this folder; expected fastMRI single-coil volumes")
+    return files
+
+
+def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
+    """``data_dir/singlecoil_<split>`` if it exists, else ``data_dir`` itself if it holds .h5 files."""
+    data_dir = Path(data_dir)
+    sub = data_dir / f"singlecoil_{split}"
+    if sub.is_dir():
+        return sub
+    if data_dir.is_dir() and any(p.suffix == ".h5" for p in data_dir.iterdir()):
+        return data_dir
+    raise DataError(f"{data_dir}: no singlecoil_{split}/ folder here (expected {sub}); run `make data` or point data_dir at a fastMRI-format folder")
+
+
+class SliceTransform:
+    """fastMRI ``SliceDataset`` transform: raw slice -> measurement, start image and target.
+
+    Args:
+        task, factor: the acquisition (``"sr"`` + scale, or ``"cs"`` + acceleration).
+        patch_size: crop a random ``patch_size`` square (training) instead of the full slice.
+        train_masks: ``cs``: draw a new random mask per sample (training) instead of the
+            fixed per-volume fastMRI validation mask.
+        mask_type, center_fraction: ``cs`` mask parameters (fastMRI defaults).
+        crop_to_recon: crop the complex image to the header's recon size (fastMRI's 320 x 320
+            for the 640 x 368 knee k-space) before the acquisition is simulated.
+    """
+
+    PATCH_TRIES = 10
+
+    def __init__(self, task: str, factor: int, patch_size: Optional[int] = None, train_masks: bool = False,
+                 mask_type: str = "random", center_fraction: Optional[float] = None, crop_to_recon: bool = True):
+        self.task, self.factor = _check_task(task, factor)
+        self.patch_size = _check_patch(self.task, self.factor, patch_size)
+        self.train_masks = train_masks
+        self.mask_type = check_choice("mask_type", mask_type, _masks.MASK_TYPES)
+        self.center_fraction = center_fraction
+        self.crop_to_recon = crop_to_recon
+
+    def _operator(self, shape, seed) -> Operator:
+        return build_operator(self.task, self.factor, shape, seed=seed,
+                              center_fraction=self.center_fraction, mask_type=self.mask_type)
+
+    def _mask_seed(self, fname: str):
+        if self.train_masks:
+            return int(torch.randint(0, 2**31 - 1, (1,)).item())
+        return _masks.fname_seed(fname)
+
+    def __call__(self, kspace, mask, target, attrs, fname, slice_num) -> dict:
+        kspace = np.asarray(kspace)
+        if not np.isfinite(kspace).all():
+            raise DataError(f"{fname}: k-space slice {slice_num} contains NaN or Inf values")
+        image = ifft2c(torch.from_numpy(kspace.astype(np.complex64)))
+        if self.crop_to_recon and "recon_size" in attrs:
+            rh, rw = int(attrs["recon_size"][0]), int(attrs["recon_size"][1])
+            if (rh, rw) != tuple(image.shape) and rh <= image.shape[0] and rw <= image.shape[1]:
+                image = centre_crop(image, (rh, rw))
+        if target is not None:
+            tgt = torch.from_numpy(np.asarray(target, dtype=np.float32))
+            if tuple(tgt.shape) != tuple(image.shape):
+                tgt = centre_crop(tgt, image.shape) if all(a >= b for a, b in zip(tgt.shape, image.shape)) else image.abs()
+        else:
+            tgt = image.abs()
+        return self.make_sample(image, tgt, fname, slice_num, vol_max=float(attrs.get("max", tgt.max())))
+
+    def make_sample(self, image: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,
+                    vol_max: Optional[float] = None) -> dict:
+        """Simulate the acquisition of a complex ``(H, W)`` image; shared with natural images."""
+        H, W = image.shape
+        if self.task == "sr" and (H % self.factor or W % self.factor):
+            raise DataError(f"{fname}: slice size {H}x{W} is not divisible by the sr scale {self.factor}")
+        seed = self._mask_seed(fname)
+        full_op = self._operator((H, W), seed)
+        x = image[None, None]
+        init_full = full_op.initial(full_op.forward(x))
+        scale = float(init_full.abs().max())
+        if not np.isfinite(scale) or scale <= 0:
+            raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
+        tgt = target[None]
+        if self.patch_size is not None:
+            P = self.patch_size
+            if P > H or P > W:
+                raise ConfigError(f"patch_size {P} is larger than the slice {H}x{W} of {fname}")
+            # a few tries to land on the object rather than on empty background
+            fg = target > 0.05 * float(target.max())
+            for _ in range(self.PATCH_TRIES):
+                top = int(torch.randint(0, H - P + 1, (1,)))
+                left = int(torch.randint(0, W - P + 1, (1,)))
+                if fg[top: top + P, left: left + P].float().mean() >= 0.25:
+                    break
+            x = x[..., top: top + P, left: left + P]
+            tgt = tgt[..., top: top + P, left: left + P]
+            op = self._operator((P, P), seed)
+        else:
+            op = full_op
+        x = x / scale
+        y = op.forward(x)
+        sample = {
+            "y": y[0],
+            "initial": op.initial(y)[0],
+            "target": (tgt / scale).to(torch.float32),
+            "scale": torch.tensor(scale, dtype=torch.float32),
+            "max": torch.tensor(vol_max if vol_max is not None else float(target.max()), dtype=torch.float32),
+            "fname": str(fname),
+            "slice_num": int(slice_num),
+        }
+        if self.task == "cs":
+            sample["mask"] = op.mask.reshape(1, 1, -1).clone()
+        return sample
+
+
+class MRISliceDataset(SliceDataset):
+    """Slices of a folder of fastMRI-format single-coil files, for one task.
+
+    A ``fastmri.data.SliceDataset`` (``challenge="singlecoil"``) whose files are validated first
+    (clear errors for truncated / non-HDF5 / wrong-key files; hidden files and files without the
+    ``.h5`` suffix are ignored) and whose transform is :class:`SliceTransform`.
+
+    Args:
+        root: folder with ``.h5`` files (e.g. ``data/demo/singlecoil_train``).
+        task, factor: ``"sr"`` + scale or ``"cs"`` + acceleration.
+        patch_size: random square patches (training) or None for full slices.
+        train_masks: random ``cs`` masks per sample (training) instead of fixed validation masks.
+        sample_rate: fraction of slices to keep (fastMRI's option).
+        **transform_kwargs: passed to :class:`SliceTransform`.
+    """
+
+    def __init__(self, root: str | os.PathLike, task: str, factor: int, patch_size: Optional[int] = None,
+                 train_masks: bool = False, sample_rate: Optional[float] = None, **transform_kwargs):
+        self.root = Path(root)
+        self.files = list_h5(self.root)
+        for f in self.files:
+            check_file(f, require_target=False)
+        self.task, self.factor = _check_task(task, factor)
+        transform = SliceTransform(task, factor, patch_size=patch_size, train_masks=train_masks, **transform_kwargs)
+        super().__init__(self.root, challenge="singlecoil", transform=transform, sample_rate=sample_rate)
+        if len(self.raw_samples) == 0:
+            raise DataError(f"{self.root}: no slices found in {len(self.files)} .h5 files")
+
+    def _retrieve_metadata(self, fname):
+        fname = Path(fname)
+        if fname.suffix != ".h5" or fname.name.startswith("."):
+            return {}, 0  # not a data file: ignored
+        return super()._retrieve_metadata(fname)
+
+    def __getitem__(self, i: int) -> dict:
+        fname = self.raw_samples[i][0]
+        try:
+            return super().__getitem__(i)
+        except (OSError, KeyError) as e:
+            raise DataError(f"{fname}: could not read slice {self.raw_samples[i][1]} ({e}); the file may be corrupt") from None
+
+    def operator(self, batch: dict) -> Operator:
+        """The operator of a collated batch of this dataset."""
+        return batch_operator(batch, self.task, self.factor)
+
+    def volumes(self) -> dict[str, list[int]]:
+        """Dataset indices grouped by volume (file name), in slice order."""
+        vols: dict[str, list[int]] = {}
+        for i, s in enumerate(self.raw_samples):
+            vols.setdefault(s[0].name, []).append(i)
+        return vols
+
+
+class NaturalImageDataset(Dataset):
+    """Grayscale natural images (PNG/JPEG) through the same physics as the MRI slices.
+
+    Each image is a real, non-negative "magnitude" image; its k-space is simulated with the
+    toolkit's operator (no phase, no noise). Images are centre-cropped to a size the task can
+    take (a multiple of ``factor`` for ``sr``).
+
+    Args:
+        root: folder of images (e.g. ``data/demo/natural/train``).
+        task, factor, patch_size, train_masks: as :class:`MRISliceDataset`.
+    """
+
+    def __init__(self, root: str | os.PathLike, task: str, factor: int, patch_size: Optional[int] = None,
+                 train_masks: bool = False, **transform_kwargs):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: image folder not found")
+        self.files = sorted(p for p in self.root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not self.files:
+            raise DataError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        self.task, self.factor = _check_task(task, factor)
+        self.transform = SliceTransform(task, factor, patch_size=patch_size, train_masks=train_masks, **transform_kwargs)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i: int) -> torch.Tensor:
+        """Image ``i`` as float32 ``(H, W)`` in [0, 1], cropped to a size the task accepts."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{path}: not a readable image ({e})") from None
+        m = self.factor if self.task == "sr" else 1
+        m = int(np.lcm(m, 8))
+        H, W = arr.shape[0] - arr.shape[0] % m, arr.shape[1] - arr.shape[1] % m
+        if H < 8 or W < 8:
+            raise DataError(f"{path}: image {arr.shape} is too small")
+        top, left = (arr.shape[0] - H) // 2, (arr.shape[1] - W) // 2
+        return torch.from_numpy(np.ascontiguousarray(arr[top: top + H, left: left + W]))
+
+    def __getitem__(self, i: int) -> dict:
+        img = self.load(i)
+        return self.transform.make_sample(img.to(torch.complex64), img, self.files[i].name, 0)
+
+    def operator(self, batch: dict) -> Operator:
+        return batch_operator(batch, self.task, self.factor)
+
+
+class MixedDataset(Dataset):
+    """Interleave two datasets 1:1 (the paper mixes MRI and natural images in equal parts).
+
+    Item ``2i`` is ``a[i]`` and item ``2i + 1`` is ``b[i mod len(b)]``: one pass sees every
+    sample of ``a`` once and as many samples of ``b``.
+    """
+
+    def __init__(self, a: Dataset, b: Dataset):
+        if len(a) == 0 or len(b) == 0:
+            raise DataError("MixedDataset needs two non-empty datasets")
+        self.a, self.b = a, b
+        self.task, self.factor = getattr(a, "task", None), getattr(a, "factor", None)
+
+    def __len__(self) -> int:
+        return 2 * len(self.a)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.a[i // 2] if i % 2 == 0 else self.b[(i // 2) % len(self.b)]
+
+    def operator(self, batch: dict) -> Operator:
+        return batch_operator(batch, self.task, self.factor)
+
+
+def batch_operator(batch: dict, task: str, factor: int) -> Operator:
+    """Rebuild the operator of a collated batch (``cs``: one mask per sample)."""
+    shape = tuple(batch["target"].shape[-2:])
+    if task == "cs":
+        return build_operator("cs", factor, shape, mask=batch["mask"])
+    return build_operator(task, factor, shape)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move every tensor of a batch to ``device`` (non-blocking where possible)."""
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def build_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: int,
+                  patch_size: Optional[int] = None, natural_dir: Optional[str | os.PathLike] = None,
+                  **kwargs) -> Dataset:
+    """The dataset of one split (``train`` / ``val`` / ``test``) of a data folder.
+
+    Training splits (``split == "train"``) draw random ``cs`` masks; with ``natural_dir`` the
+    natural images are mixed in 1:1.
+    """
+    train = split == "train"
+    ds: Dataset = MRISliceDataset(split_dir(data_dir, split), task, factor, patch_size=patch_size,
+                                  train_masks=train, **kwargs)
+    if natural_dir is not None:
+        nat = NaturalImageDataset(natural_dir, task, factor, patch_size=patch_size, train_masks=train)
+        ds = MixedDataset(ds, nat)
+    return ds
+
+
+def load_volume(path: str | os.PathLike, task: str, factor: int, slices: Optional[Sequence[int]] = None, **kwargs) -> dict:
+    """All slices of one file as one batch (full slices, validation masks): handy in notebooks."""
+    path = Path(path)
+    check_file(path)
+    ds = MRISliceDataset(path.parent, task, factor, **kwargs)
+    idx = [i for i, s in enumerate(ds.raw_samples) if s[0].name == path.name]
+    if slices is not None:
+        idx = [idx[s] for s in slices]
+    return torch.utils.data.default_collate([ds[i] for i in idx])

@@ -1,0 +1,384 @@
+"""The embedded demo data: fastMRI-format single-coil volumes from a real MRI template, offline.
+
+Source: the MNI152 (ICBM 2009a, symmetric, 1 mm) T1 template that the ``nilearn`` wheel ships
+(``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``, 197 x 233 x 189).
+It is real anatomy (an average of 152 brains), available offline with no registration. It is a
+**stand-in** for a real acquisition: the k-space is *simulated*.
+
+For every chosen slice (axial, coronal and sagittal, every ``stride``-th slice with enough head
+in it) the builder
+
+1. centres the slice in a ``matrix x matrix`` field of view (zero background; the head fits in
+   192 mm) and scales the volume to a maximum of 1;
+2. multiplies it by a smooth random phase ``exp(i * phi)``, ``phi`` a random 2-D quadratic
+   polynomial (as field inhomogeneity would give);
+3. takes the centred orthonormal FFT (:func:`kdmri_lib.physics.fft2c`) and adds complex
+   Gaussian noise with standard deviation ``sigma = mean_foreground / 10**(snr_db / 20)``;
+4. stores ``kspace`` and the fully-sampled magnitude ``reconstruction_esc = |ifft2c(kspace)|``
+   (as fastMRI's single-coil target is the magnitude of the fully-sampled reconstruction).
+
+Slices are grouped into volumes (files) of consecutive slices. For each orientation the middle
+volume goes to ``singlecoil_val`` and the slice just before and after it are dropped, so
+validation slices never appear in training, nor do their immediate neighbours.
+
+A natural-image set for the paper's 1:1 MRI/natural mixing comes from scikit-image's bundled
+sample images (a **stand-in** for Flickr2K), grayscale (Y of YCbCr, BT.601), centre-cropped to
+a multiple of 16, with five images held out as the **Set5 stand-in**.
+
+Everything is deterministic for a given seed, and a rebuild with the same configuration is
+skipped (``manifest.json`` records the configuration and the files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError, check_int
+from .fastmri_format import atomic_path, write_volume
+
+MNI_RELATIVE = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+# array axis sliced for each orientation (the NIfTI volume is x = left-right, y = posterior-anterior,
+# z = inferior-superior) and the acquisition name written into the files
+_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+_ACQ = {"axial": "AXT1", "coronal": "CORT1", "sagittal": "SAGT1"}
+
+#: scikit-image sample images shipped inside its wheel (no download needed).
+NATURAL_TRAIN = ("camera", "coins", "moon", "page", "text", "horse", "coffee", "rocket", "immunohistochemistry",
+                 "hubble_deep_field", "retina", "brick", "grass", "gravel", "cell", "clock", "logo")
+#: five held-out images standing in for Set5 (baby, bird, butterfly, head, woman).
+NATURAL_SET5 = ("astronaut", "chelsea", "motorcycle", "colorwheel", "microaneurysms")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Configuration of the demo data set (its hash names a build in ``manifest.json``)."""
+
+    matrix: int = 192                 # H = W of every slice (divisible by 16)
+    stride: int = 3                   # take every stride-th slice (mm) of each orientation
+    min_head_fraction: float = 0.15   # keep slices whose head covers at least this fraction of the FOV
+    slices_per_volume: int = 6        # slices per file
+    snr_db: float = 40.0              # 20 log10(mean foreground magnitude / noise std)
+    max_phase_rad: float = 1.5        # scale of the smooth random phase (radians)
+    seed: int = 0
+    natural: bool = True
+    natural_crop: int = 256           # natural images: centre crop to at most this size (multiple of 16)
+    version: int = 1
+
+    def validate(self) -> "DemoConfig":
+        check_int("matrix", self.matrix, minimum=64)
+        if self.matrix % 16:
+            raise ConfigError(f"matrix must be divisible by 16; got {self.matrix}")
+        check_int("stride", self.stride, minimum=1)
+        check_int("slices_per_volume", self.slices_per_volume, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        if self.natural_crop % 16:
+            raise ConfigError(f"natural_crop must be divisible by 16; got {self.natural_crop}")
+        return self
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Source volume
+# --------------------------------------------------------------------------------------------
+
+def mni_template_path() -> Path:
+    """Path of the MNI152 T1 template inside the installed ``nilearn`` package."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the demo data needs the 'nilearn' package (it ships the MNI152 template): pip install nilearn")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*MNI_RELATIVE)
+    if not path.exists():
+        raise DataError(f"{path}: MNI152 template not found inside nilearn; reinstall nilearn")
+    return path
+
+
+def load_template() -> np.ndarray:
+    """The MNI152 T1 volume as float32 scaled to a maximum of 1, shape (197, 233, 189)."""
+    import nibabel as nib
+
+    vol = np.asarray(nib.load(str(mni_template_path())).get_fdata(dtype=np.float32))
+    return vol / vol.max()
+
+
+def _orient_slice(vol: np.ndarray, orientation: str, index: int) -> np.ndarray:
+    """One 2-D slice, rotated so that anterior/superior point up."""
+    sl = np.take(vol, index, axis=_AXIS[orientation])
+    return np.ascontiguousarray(np.rot90(sl))
+
+
+def _centre_in_fov(img: np.ndarray, matrix: int, bbox: tuple[slice, slice]) -> np.ndarray:
+    """Place the head (bounding box ``bbox``) at the centre of a ``matrix x matrix`` zero field."""
+    crop = img[bbox]
+    h, w = crop.shape
+    if h > matrix or w > matrix:
+        raise ConfigError(f"the head ({h}x{w} pixels) does not fit a {matrix}x{matrix} matrix; use matrix >= {max(h, w) + (-max(h, w)) % 16}")
+    out = np.zeros((matrix, matrix), dtype=np.float32)
+    top, left = (matrix - h) // 2, (matrix - w) // 2
+    out[top: top + h, left: left + w] = crop
+    return out
+
+
+def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, scale: float) -> np.ndarray:
+    """A smooth random phase map: a 2-D quadratic polynomial with N(0, scale^2) coefficients."""
+    H, W = shape
+    y, x = np.meshgrid(np.linspace(-1, 1, H), np.linspace(-1, 1, W), indexing="ij")
+    c = rng.normal(0.0, scale, size=6)
+    return (c[0] + c[1] * x + c[2] * y + 0.5 * (c[3] * x * x + c[4] * x * y + c[5] * y * y)).astype(np.float32)
+
+
+def simulate_kspace(image: np.ndarray, rng: np.random.Generator, sigma: float, max_phase: float) -> np.ndarray:
+    """``fft2c(image * exp(i phi)) + noise`` for a real ``(H, W)`` image; complex64 ``(H, W)``."""
+    from .physics import fft2c
+
+    phase = smooth_phase(image.shape, rng, max_phase)
+    cimg = image.astype(np.complex64) * np.exp(1j * phase).astype(np.complex64)
+    k = fft2c(torch.from_numpy(cimg)).numpy()
+    noise = (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape)) * (sigma / np.sqrt(2.0))
+    return (k + noise).astype(np.complex64)
+
+
+def plan_volumes(vol: np.ndarray, cfg: DemoConfig) -> list[dict]:
+    """Which slices go into which file: a list of ``{name, split, orientation, indices}``."""
+    plan = []
+    thr = 0.1
+    for orientation in ORIENTATIONS:
+        ax = _AXIS[orientation]
+        other = tuple(i for i in range(3) if i != ax)
+        frac = (vol > thr).mean(axis=other)
+        idx = np.where(frac * (vol.shape[other[0]] * vol.shape[other[1]]) / (cfg.matrix ** 2) >= cfg.min_head_fraction)[0]
+        if len(idx) == 0:
+            continue
+        chosen = list(range(int(idx[0]), int(idx[-1]) + 1, cfg.stride))
+        n = cfg.slices_per_volume
+        blocks = [chosen[i: i + n] for i in range(0, len(chosen), n)]
+        mid = len(blocks) // 2
+        val = blocks[mid]
+        plan.append({"name": f"mni152_{orientation}_val", "split": "val", "orientation": orientation, "indices": val})
+        drop = {chosen[chosen.index(val[0]) - 1]} if chosen.index(val[0]) > 0 else set()
+        if chosen.index(val[-1]) + 1 < len(chosen):
+            drop.add(chosen[chosen.index(val[-1]) + 1])
+        train = [i for i in chosen if i not in val and i not in drop]
+        for b, start in enumerate(range(0, len(train), n)):
+            plan.append({"name": f"mni152_{orientation}_{b:02d}", "split": "train", "orientation": orientation,
+                         "indices": train[start: start + n]})
+    return plan
+
+
+def head_bbox(vol: np.ndarray, orientation: str, thr: float = 0.02) -> tuple[slice, slice]:
+    """Bounding box of the head in the rotated slices of one orientation (same for all slices)."""
+    ax = _AXIS[orientation]
+    proj = np.rot90((vol > thr).any(axis=ax))
+    rows = np.where(proj.any(axis=1))[0]
+    cols = np.where(proj.any(axis=0))[0]
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Natural images (scikit-image's sample images)
+# --------------------------------------------------------------------------------------------
+
+def _skimage_image(name: str) -> np.ndarray:
+    from skimage import data as skdata
+
+    if name == "motorcycle":
+        img = skdata.stereo_motorcycle()[0]
+    else:
+        img = getattr(skdata, name)()
+    return np.asarray(img)
+
+
+def to_luma(img: np.ndarray) -> np.ndarray:
+    """Grayscale in [0, 1]: the Y channel of YCbCr (ITU-R BT.601 weights) for colour images."""
+    img = np.asarray(img)
+    if img.dtype == bool:
+        img = img.astype(np.float32)
+    elif np.issubdtype(img.dtype, np.integer):
+        img = img.astype(np.float32) / np.iinfo(img.dtype).max
+    else:
+        img = img.astype(np.float32)
+        img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12) if img.max() > 1 or img.min() < 0 else img
+    if img.ndim == 3:
+        img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(img, 0.0, 1.0)
+
+
+def _centre_crop_multiple(img: np.ndarray, limit: int, multiple: int = 16) -> np.ndarray:
+    H, W = img.shape
+    h = min(limit, H - H % multiple)
+    w = min(limit, W - W % multiple)
+    top, left = (H - h) // 2, (W - w) // 2
+    return img[top: top + h, left: left + w]
+
+
+def save_png(path: Path, img: np.ndarray) -> None:
+    """Write a [0, 1] grayscale image as an 8-bit PNG, atomically."""
+    from PIL import Image
+
+    tmp = atomic_path(path)
+    try:
+        Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Builder
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class BuildReport:
+    out: Path
+    built: bool
+    seconds: float
+    files: dict = field(default_factory=dict)       # split -> list of file names
+    slices: dict = field(default_factory=dict)      # split -> number of slices
+    shape: tuple = ()
+    snr_db: float = 0.0
+    noise_std: dict = field(default_factory=dict)
+    natural: dict = field(default_factory=dict)     # split -> list of png names
+    bytes: int = 0
+
+    def summary(self) -> str:
+        lines = [f"demo data in {self.out} ({'built' if self.built else 'already up to date'} in {self.seconds:.1f} s)"]
+        for split in ("train", "val"):
+            files = self.files.get(split, [])
+            lines.append(f"  singlecoil_{split}: {len(files)} files, {self.slices.get(split, 0)} slices of {self.shape[0]}x{self.shape[1]}"
+                         if self.shape else f"  singlecoil_{split}: {len(files)} files")
+        lines.append(f"  k-space: complex64, simulated from the MNI152 T1 template, smooth random phase, "
+                     f"complex noise at SNR {self.snr_db:g} dB")
+        for split, names in self.natural.items():
+            label = "Set5 stand-in" if split == "set5" else "Flickr2K stand-in"
+            lines.append(f"  natural/{split}: {len(names)} grayscale images ({label}, scikit-image samples)")
+        lines.append(f"  size on disk: {self.bytes / 2**20:.1f} MiB")
+        return "\n".join(lines)
+
+
+def build_demo_data(
+    out: str | os.PathLike = "data/demo",
+    config: Optional[DemoConfig] = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildReport:
+    """Build (or verify) the embedded demo data set under ``out``.
+
+    Layout::
+
+        out/singlecoil_train/*.h5   fastMRI single-coil volumes (training)
+        out/singlecoil_val/*.h5     held-out volumes (no slice shared with training)
+        out/natural/train/*.png     grayscale natural images (Flickr2K stand-in)
+        out/natural/set5/*.png      five held-out natural images (Set5 stand-in)
+        out/manifest.json           configuration, files, summary
+
+    A second call with the same configuration finds ``manifest.json`` and every listed file and
+    does no work (``force=True`` rebuilds). Files are written atomically, so an interrupted build
+    leaves no half-written file and the next call completes it.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = (config or DemoConfig()).validate()
+    out = Path(out)
+    t0 = time.perf_counter()
+    manifest_path = out / "manifest.json"
+    if not force and manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            manifest = None
+        if manifest and manifest.get("digest") == cfg.digest() and all((out / f).exists() for f in manifest["files"]):
+            report = _report_from_manifest(out, manifest, time.perf_counter() - t0)
+            return report
+
+    vol = load_template()
+    plan = plan_volumes(vol, cfg)
+    root_rng = np.random.default_rng(cfg.seed)
+    # one independent stream per file, fixed by the plan order: deterministic and restartable
+    streams = root_rng.spawn(len(plan))
+    files: list[str] = []
+    report = BuildReport(out=out, built=True, seconds=0.0, shape=(cfg.matrix, cfg.matrix), snr_db=cfg.snr_db)
+    bboxes = {o: head_bbox(vol, o) for o in ORIENTATIONS}
+    fg_means = {}
+    for o in ORIENTATIONS:
+        vals = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o])
+                for p in plan if p["orientation"] == o for i in p["indices"]]
+        stack = np.stack(vals)
+        fg_means[o] = float(stack[stack > 0.1].mean())
+    bar = tqdm(plan, desc="demo volumes", disable=not progress, leave=False)
+    for entry, rng in zip(bar, streams):
+        o = entry["orientation"]
+        sigma = fg_means[o] / 10 ** (cfg.snr_db / 20)
+        imgs = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o]) for i in entry["indices"]]
+        kspace = np.stack([simulate_kspace(im, rng, sigma, cfg.max_phase_rad) for im in imgs])
+        from .physics import ifft2c
+
+        target = ifft2c(torch.from_numpy(kspace)).abs().numpy().astype(np.float32)
+        rel = f"singlecoil_{entry['split']}/{entry['name']}.h5"
+        write_volume(out / rel, kspace, target, {
+            "acquisition": _ACQ[o],
+            "patient_id": f"mni152-{o}-{entry['indices'][0]:03d}",
+            "source": "MNI152 ICBM 2009a T1 template (nilearn); simulated single-coil k-space",
+            "snr_db": float(cfg.snr_db),
+            "noise_std": float(sigma),
+            "slice_indices": np.asarray(entry["indices"], dtype=np.int32),
+            "orientation": o,
+        }, fov_mm=(float(cfg.matrix), float(cfg.matrix), 1.0))
+        files.append(rel)
+        report.files.setdefault(entry["split"], []).append(Path(rel).name)
+        report.slices[entry["split"]] = report.slices.get(entry["split"], 0) + len(imgs)
+        report.noise_std[o] = float(sigma)
+
+    if cfg.natural:
+        for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5)):
+            folder = out / "natural" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                img = _centre_crop_multiple(to_luma(_skimage_image(name)), cfg.natural_crop)
+                save_png(folder / f"{name}.png", img)
+                files.append(f"natural/{split}/{name}.png")
+                report.natural.setdefault(split, []).append(f"{name}.png")
+
+    report.bytes = sum((out / f).stat().st_size for f in files)
+    report.seconds = time.perf_counter() - t0
+    manifest = {
+        "digest": cfg.digest(),
+        "config": asdict(cfg),
+        "files": files,
+        "slices": report.slices,
+        "shape": list(report.shape),
+        "noise_std": report.noise_std,
+        "bytes": report.bytes,
+        "natural": report.natural,
+        "volumes": [{k: v for k, v in p.items()} for p in plan],
+    }
+    tmp = atomic_path(manifest_path)
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, manifest_path)
+    return report
+
+
+def _report_from_manifest(out: Path, manifest: dict, seconds: float) -> BuildReport:
+    files: dict = {}
+    for f in manifest["files"]:
+        if f.startswith("singlecoil_"):
+            split = f.split("/")[0].replace("singlecoil_", "")
+            files.setdefault(split, []).append(Path(f).name)
+    return BuildReport(
+        out=out, built=False, seconds=seconds, files=files, slices=manifest["slices"],
+        shape=tuple(manifest["shape"]), snr_db=manifest["config"]["snr_db"], noise_std=manifest["noise_std"],
+        natural=manifest.get("natural", {}), bytes=manifest["bytes"],
+    )
