@@ -34,6 +34,11 @@ def _as_volume(a, name: str) -> np.ndarray:
     return a
 
 
+def _scalar(v) -> float:
+    """fastMRI's ssim returns a 1-element array; NumPy 2 refuses float() on it."""
+    return float(np.asarray(v, dtype=np.float64).reshape(-1)[0])
+
+
 def volume_metrics(gt, pred, maxval: Optional[float] = None) -> dict[str, float]:
     """PSNR / SSIM / NMSE of one volume with fastMRI's functions.
 
@@ -46,9 +51,9 @@ def volume_metrics(gt, pred, maxval: Optional[float] = None) -> dict[str, float]
         raise ValueError(f"gt and pred shapes differ: {gt.shape} vs {pred.shape}")
     maxval = float(gt.max()) if maxval is None else float(maxval)
     return {
-        "PSNR": float(_fe.psnr(gt, pred, maxval=maxval)),
-        "SSIM": float(_fe.ssim(gt, pred, maxval=maxval)),
-        "NMSE": float(_fe.nmse(gt, pred)),
+        "PSNR": _scalar(_fe.psnr(gt, pred, maxval=maxval)),
+        "SSIM": _scalar(_fe.ssim(gt, pred, maxval=maxval)),
+        "NMSE": _scalar(_fe.nmse(gt, pred)),
     }
 
 
@@ -60,9 +65,9 @@ def slice_metrics(gt, pred, maxval: Optional[float] = None) -> list[dict[str, fl
     for i in range(gt.shape[0]):
         g, p = gt[i: i + 1], pred[i: i + 1]
         out.append({
-            "PSNR": float(_fe.psnr(g, p, maxval=maxval)),
-            "SSIM": float(_fe.ssim(g, p, maxval=maxval)),
-            "NMSE": float(_fe.nmse(g, p)),
+            "PSNR": _scalar(_fe.psnr(g, p, maxval=maxval)),
+            "SSIM": _scalar(_fe.ssim(g, p, maxval=maxval)),
+            "NMSE": _scalar(_fe.nmse(g, p)),
         })
     return out
 
@@ -87,10 +92,10 @@ class MetricAggregator:
         self.count += 1
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self._metrics.means().items()}
+        return {k: _scalar(v) for k, v in self._metrics.means().items()}
 
     def stddevs(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self._metrics.stddevs().items()}
+        return {k: _scalar(v) for k, v in self._metrics.stddevs().items()}
 
     def __repr__(self) -> str:
         return repr(self._metrics)

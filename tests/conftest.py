@@ -1,0 +1,33 @@
+"""Shared fixtures: the demo data folder and the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# keep test runs lean and reproducible on a 2-core CI machine
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The embedded demo data: ``data/demo`` of the repository (``make data`` builds it), or a
+    fresh build in a temporary folder when it is missing."""
+    from kdmri_lib.demo_data import build_demo_data
+
+    default = REPO / "data" / "demo"
+    if (default / "manifest.json").exists():
+        report = build_demo_data(default, progress=False)  # verifies; no work when up to date
+        return report.out
+    out = tmp_path_factory.mktemp("demo")
+    build_demo_data(out, progress=False)
+    return out

@@ -1,0 +1,241 @@
+"""Demo data builder, fastMRI-format files, datasets, and their errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from fastmri.data import SliceDataset
+
+from kdmri_lib import data, physics
+from kdmri_lib.demo_data import DemoConfig, build_demo_data
+from kdmri_lib.errors import ConfigError, DataError
+from kdmri_lib.fastmri_format import check_file, write_volume
+
+
+def test_fastmri_slicedataset_loads_every_demo_file(demo_dir):
+    for split in ("train", "val"):
+        root = demo_dir / f"singlecoil_{split}"
+        ds = SliceDataset(root, challenge="singlecoil")
+        files = sorted(root.glob("*.h5"))
+        assert files and {s[0].name for s in ds.raw_samples} == {f.name for f in files}
+        n = 0
+        for f in files:
+            info = check_file(f, require_target=True, full=True)
+            n += info["slices"]
+            with h5py.File(f) as hf:
+                assert hf["kspace"].dtype == np.complex64 and hf["kspace"].ndim == 3
+                assert hf["reconstruction_esc"].dtype == np.float32
+                assert set(hf.attrs) >= {"max", "norm", "acquisition", "patient_id"}
+                assert hf.attrs["max"] == pytest.approx(hf["reconstruction_esc"][()].max())
+                H, W = hf["kspace"].shape[1:]
+                assert H % 16 == 0 and W % 16 == 0
+        assert len(ds) == n
+        kspace, mask, target, attrs, fname, sl = ds[0]
+        assert target.shape == kspace.shape and attrs["encoding_size"][:2] == kspace.shape
+        assert attrs["padding_left"] == 0 and attrs["padding_right"] == kspace.shape[1]
+
+
+def test_demo_target_is_fully_sampled_magnitude_and_noise_matches_snr(demo_dir):
+    f = sorted((demo_dir / "singlecoil_val").glob("*.h5"))[0]
+    with h5py.File(f) as hf:
+        k, t = hf["kspace"][()], hf["reconstruction_esc"][()]
+        sigma, snr = hf.attrs["noise_std"], hf.attrs["snr_db"]
+    img = physics.ifft2c(torch.from_numpy(k)).numpy()
+    np.testing.assert_allclose(np.abs(img), t, atol=1e-5)
+    # the image corners are background (only noise): its std matches the stated SNR's sigma
+    corner = np.concatenate([img[:, :12, :12].ravel(), img[:, -12:, -12:].ravel()])
+    assert np.std(corner) == pytest.approx(sigma, rel=0.15)
+    fg = t[t > 0.1]
+    assert 20 * np.log10(fg.mean() / sigma) == pytest.approx(snr, abs=3)
+
+
+def test_demo_splits_share_no_slice_and_cover_three_orientations(demo_dir):
+    seen = {}
+    orient = set()
+    for split in ("train", "val"):
+        for f in (demo_dir / f"singlecoil_{split}").glob("*.h5"):
+            with h5py.File(f) as hf:
+                o = hf.attrs["orientation"]
+                orient.add((split, o))
+                for i in hf.attrs["slice_indices"]:
+                    key = (o, int(i))
+                    assert key not in seen, f"slice {key} in {seen.get(key)} and {split}"
+                    seen[key] = split
+    assert {o for s, o in orient if s == "val"} == {"axial", "coronal", "sagittal"}
+    assert {o for s, o in orient if s == "train"} == {"axial", "coronal", "sagittal"}
+
+
+def test_natural_images_and_set5_standin(demo_dir):
+    train = sorted((demo_dir / "natural" / "train").glob("*.png"))
+    set5 = sorted((demo_dir / "natural" / "set5").glob("*.png"))
+    assert len(set5) == 5 and len(train) >= 10
+    assert not {p.name for p in train} & {p.name for p in set5}
+    ds = data.NaturalImageDataset(demo_dir / "natural" / "set5", "sr", 4)
+    s = ds[0]
+    assert s["target"].shape[-1] % 4 == 0 and s["y"].shape[-1] * 4 == s["target"].shape[-1]
+
+
+def test_demo_builder_is_deterministic_and_idempotent(tmp_path):
+    cfg = DemoConfig(stride=15, natural=False)
+    a = build_demo_data(tmp_path / "a", cfg, progress=False)
+    b = build_demo_data(tmp_path / "b", cfg, progress=False)
+    assert a.built and b.built and a.files == b.files
+    for split, names in a.files.items():
+        for n in names:
+            with h5py.File(tmp_path / "a" / f"singlecoil_{split}" / n) as fa, \
+                    h5py.File(tmp_path / "b" / f"singlecoil_{split}" / n) as fb:
+                assert np.array_equal(fa["kspace"][()], fb["kspace"][()])
+                assert np.array_equal(fa["reconstruction_esc"][()], fb["reconstruction_esc"][()])
+    f = next((tmp_path / "a" / "singlecoil_val").glob("*.h5"))
+    mtime = f.stat().st_mtime_ns
+    again = build_demo_data(tmp_path / "a", cfg, progress=False)
+    assert not again.built and f.stat().st_mtime_ns == mtime
+    # a different seed gives different k-space
+    c = build_demo_data(tmp_path / "c", DemoConfig(stride=15, natural=False, seed=1), progress=False)
+    with h5py.File(tmp_path / "a" / "singlecoil_val" / f.name) as fa, h5py.File(tmp_path / "c" / "singlecoil_val" / f.name) as fc:
+        assert not np.array_equal(fa["kspace"][()], fc["kspace"][()])
+    # an interrupted build (a file missing) is completed by the next call
+    f.unlink()
+    redo = build_demo_data(tmp_path / "a", cfg, progress=False)
+    assert redo.built and f.exists()
+
+
+@pytest.mark.parametrize("task,factor", [("sr", 4), ("sr", 2), ("cs", 4), ("cs", 8)])
+def test_dataset_samples_follow_the_physics(demo_dir, task, factor):
+    ds = data.build_dataset(demo_dir, "val", task, factor)
+    s = ds[0]
+    H, W = s["target"].shape[-2:]
+    op = data.batch_operator(torch.utils.data.default_collate([s]), task, factor)
+    assert s["y"].shape == (1,) + tuple(op.meas_shape) and s["y"].dtype == torch.complex64
+    assert torch.allclose(op.initial(s["y"][None])[0], s["initial"], atol=1e-6)
+    # normalised: the starting image has maximum magnitude 1
+    assert s["initial"].abs().max().item() == pytest.approx(1.0, rel=1e-5)
+    # the measurement is the stored k-space, restricted and scaled
+    f = demo_dir / "singlecoil_val" / s["fname"]
+    with h5py.File(f) as hf:
+        k = torch.from_numpy(hf["kspace"][s["slice_num"]])
+    meas = op.forward(physics.ifft2c(k)[None, None])[0] / s["scale"]
+    assert torch.allclose(meas, s["y"], atol=1e-5)
+    # validation masks are fixed per volume (fastMRI's seed) and the same in every run
+    if task == "cs":
+        assert torch.equal(ds[0]["mask"], ds[1]["mask"])
+        assert op.acceleration == pytest.approx(factor, rel=0.35)
+
+
+def test_training_patches_masks_and_mixing(demo_dir):
+    torch.manual_seed(0)
+    ds = data.build_dataset(demo_dir, "train", "cs", 4, patch_size=48, natural_dir=demo_dir / "natural" / "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    assert batch["target"].shape == (4, 1, 48, 48) and batch["mask"].shape == (4, 1, 1, 48)
+    assert batch["fname"][0].endswith(".h5") and batch["fname"][1].endswith(".png")   # 1:1 mixing
+    op = ds.operator(batch)
+    assert op.mask.shape[0] == 4
+    assert torch.allclose(op.initial(batch["y"]), batch["initial"], atol=1e-6)
+    # training masks are random but reproducible from torch's seed
+    torch.manual_seed(1)
+    m1 = ds[0]["mask"]
+    torch.manual_seed(1)
+    assert torch.equal(ds[0]["mask"], m1)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+def _good_file(path: Path, kspace=None):
+    k = kspace if kspace is not None else (np.random.randn(2, 32, 32) + 1j * np.random.randn(2, 32, 32)).astype(np.complex64)
+    write_volume(path, k, np.abs(k).astype(np.float32), {"acquisition": "AXT1", "patient_id": "x"})
+    return path
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        data.MRISliceDataset(tmp_path / "nope", "sr", 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .h5 files"):
+        data.MRISliceDataset(tmp_path / "empty", "sr", 4)
+    with pytest.raises(DataError, match="no singlecoil_train"):
+        data.build_dataset(tmp_path / "empty", "train", "sr", 4)
+
+
+def test_missing_truncated_and_wrong_files(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        check_file(tmp_path / "missing.h5")
+    good = _good_file(tmp_path / "good.h5")
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(good.read_bytes()[:1500])
+    with pytest.raises(DataError, match=r"trunc\.h5: not a readable HDF5 file"):
+        check_file(trunc)
+    with h5py.File(tmp_path / "nokspace.h5", "w") as hf:
+        hf["foo"] = np.zeros(3)
+    with pytest.raises(DataError, match=r"nokspace\.h5: no 'kspace' dataset"):
+        check_file(tmp_path / "nokspace.h5")
+    with h5py.File(tmp_path / "real.h5", "w") as hf:
+        hf["kspace"] = np.zeros((2, 8, 8), dtype=np.float32)
+    with pytest.raises(DataError, match=r"real\.h5: 'kspace' has dtype float32; expected complex64"):
+        check_file(tmp_path / "real.h5")
+    with h5py.File(tmp_path / "rank4.h5", "w") as hf:
+        hf["kspace"] = np.zeros((2, 4, 8, 8), dtype=np.complex64)
+    with pytest.raises(DataError, match="multi-coil"):
+        check_file(tmp_path / "rank4.h5")
+
+
+@pytest.mark.parametrize("bad", ["trunc", "nokspace", "real"])
+def test_dataset_names_the_bad_file(tmp_path, bad):
+    root = tmp_path / "d"
+    root.mkdir()
+    good = _good_file(root / "a.h5")
+    if bad == "trunc":
+        (root / "b.h5").write_bytes(good.read_bytes()[:1000])
+    elif bad == "nokspace":
+        with h5py.File(root / "b.h5", "w") as hf:
+            hf["x"] = 1
+    else:
+        with h5py.File(root / "b.h5", "w") as hf:
+            hf["kspace"] = np.zeros((1, 8, 8), dtype=np.float32)
+    with pytest.raises(DataError, match=r"b\.h5"):
+        data.MRISliceDataset(root, "cs", 4)
+    assert good.exists() and check_file(good)  # nothing damaged
+
+
+def test_non_h5_files_are_ignored(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    _good_file(root / "a.h5")
+    (root / "README.txt").write_text("notes")
+    (root / ".hidden.h5").write_text("junk")
+    ds = data.MRISliceDataset(root, "cs", 4)
+    assert len(ds) == 2
+
+
+def test_scale_not_dividing_and_nan_and_zero_slices(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    k = (np.random.randn(1, 30, 30) + 1j * np.random.randn(1, 30, 30)).astype(np.complex64)
+    _good_file(root / "odd.h5", k)
+    with pytest.raises(DataError, match="not divisible by the sr scale 4"):
+        data.MRISliceDataset(root, "sr", 4)[0]
+    k[0, 3, 3] = np.nan
+    _good_file(root / "odd.h5", k)
+    with pytest.raises(DataError, match="NaN or Inf"):
+        data.MRISliceDataset(root, "cs", 4)[0]
+    _good_file(root / "odd.h5", np.zeros((1, 32, 32), dtype=np.complex64))
+    with pytest.raises(DataError, match="all zeros"):
+        data.MRISliceDataset(root, "cs", 4)[0]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"task": "mri"}, "task must be one of"),
+    ({"factor": 0}, "must be >= 1"),
+    ({"patch_size": 50}, "divisible by the sr scale"),
+    ({"patch_size": 0}, "patch_size must be >= 8"),
+])
+def test_dataset_parameter_errors(demo_dir, kwargs, match):
+    args = dict(task="sr", factor=4, patch_size=None) | kwargs
+    with pytest.raises(ConfigError, match=match):
+        data.MRISliceDataset(demo_dir / "singlecoil_val", **args)
