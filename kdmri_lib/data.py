@@ -84,6 +84,67 @@ def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
     raise DataError(f"{data_dir}: no singlecoil_{split}/ folder here (expected {sub}); run `make data` or point data_dir at a fastMRI-format folder")
 
 
+def slice_image(kspace, target=None, recon_size=None, where: str = "k-space") -> tuple[torch.Tensor, torch.Tensor]:
+    """The complex ground-truth image and the magnitude target of one fully-sampled slice.
+
+    Args:
+        kspace: ``(H, W)`` complex k-space (NumPy or tensor).
+        target: stored magnitude target (``reconstruction_esc``) or None (``|image|`` is used).
+        recon_size: ``(h, w, ...)`` from the ISMRMRD header; when smaller than the k-space matrix
+            (fastMRI knee: 640 x 368 -> 320 x 320) the complex image is centre-cropped to it.
+        where: text naming the slice in error messages.
+
+    Returns:
+        ``image`` complex64 ``(h, w)`` and ``target`` float32 ``(h, w)``.
+    """
+    kspace = np.asarray(kspace)
+    if not np.isfinite(kspace).all():
+        raise DataError(f"{where} contains NaN or Inf values")
+    image = ifft2c(torch.from_numpy(kspace.astype(np.complex64)))
+    if recon_size is not None:
+        rh, rw = int(recon_size[0]), int(recon_size[1])
+        if (rh, rw) != tuple(image.shape) and rh <= image.shape[0] and rw <= image.shape[1]:
+            image = centre_crop(image, (rh, rw))
+    if target is not None:
+        tgt = torch.from_numpy(np.asarray(target, dtype=np.float32))
+        if tuple(tgt.shape) != tuple(image.shape):
+            tgt = centre_crop(tgt, image.shape) if all(a >= b for a, b in zip(tgt.shape, image.shape)) else image.abs()
+    else:
+        tgt = image.abs()
+    return image, tgt
+
+
+def load_slice(folder: str | os.PathLike, volume: Optional[str] = None, slice_num: int = 0) -> dict:
+    """One fully-sampled slice of a fastMRI-format folder, for demonstrations.
+
+    Args:
+        folder: folder of ``.h5`` files (e.g. ``data/demo/singlecoil_val``).
+        volume: file name (the first file when None).
+        slice_num: slice index in the volume.
+
+    Returns:
+        dict with ``image`` (complex64 ``(H, W)``), ``target`` (float32 ``(H, W)``), ``kspace``
+        (complex64, as stored), ``fname``, ``slice_num``, ``attrs``.
+    """
+    import h5py
+
+    files = list_h5(folder)
+    path = files[0] if volume is None else Path(folder) / volume
+    info = check_file(path)
+    slice_num = check_int("slice_num", slice_num, minimum=0, maximum=info["slices"] - 1)
+    with h5py.File(path, "r") as hf:
+        kspace = hf["kspace"][slice_num]
+        target = hf["reconstruction_esc"][slice_num] if "reconstruction_esc" in hf else None
+        attrs = dict(hf.attrs)
+        from fastmri.data.mri_data import et_query
+        import xml.etree.ElementTree as etree
+        root = etree.fromstring(hf["ismrmrd_header"][()])
+        recon = [int(et_query(root, ["encoding", "reconSpace", "matrixSize", a])) for a in ("x", "y")]
+    image, tgt = slice_image(kspace, target, recon, f"{path.name}: k-space slice {slice_num}")
+    return {"image": image, "target": tgt, "kspace": torch.from_numpy(kspace), "fname": path.name,
+            "slice_num": slice_num, "attrs": attrs}
+
+
 class SliceTransform:
     """fastMRI ``SliceDataset`` transform: raw slice -> measurement, start image and target.
 
@@ -118,20 +179,8 @@ class SliceTransform:
         return _masks.fname_seed(fname)
 
     def __call__(self, kspace, mask, target, attrs, fname, slice_num) -> dict:
-        kspace = np.asarray(kspace)
-        if not np.isfinite(kspace).all():
-            raise DataError(f"{fname}: k-space slice {slice_num} contains NaN or Inf values")
-        image = ifft2c(torch.from_numpy(kspace.astype(np.complex64)))
-        if self.crop_to_recon and "recon_size" in attrs:
-            rh, rw = int(attrs["recon_size"][0]), int(attrs["recon_size"][1])
-            if (rh, rw) != tuple(image.shape) and rh <= image.shape[0] and rw <= image.shape[1]:
-                image = centre_crop(image, (rh, rw))
-        if target is not None:
-            tgt = torch.from_numpy(np.asarray(target, dtype=np.float32))
-            if tuple(tgt.shape) != tuple(image.shape):
-                tgt = centre_crop(tgt, image.shape) if all(a >= b for a, b in zip(tgt.shape, image.shape)) else image.abs()
-        else:
-            tgt = image.abs()
+        image, tgt = slice_image(kspace, target, attrs.get("recon_size") if self.crop_to_recon else None,
+                                 f"{fname}: k-space slice {slice_num}")
         return self.make_sample(image, tgt, fname, slice_num, vol_max=float(attrs.get("max", tgt.max())))
 
     def make_sample(self, image: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,

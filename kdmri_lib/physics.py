@@ -354,6 +354,23 @@ def build_operator(
     return CartesianMask(factor, shape, center_fraction=center_fraction, mask_type=mask_type, seed=seed, mask=mask)
 
 
+def band_split(image: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split an image into the part carried by the central ``keep`` fraction of k-space (per axis)
+    and the rest: ``image = low + high``. Shows what the centre (contrast) and the edges
+    (edges, detail) of k-space carry.
+
+    Args:
+        image: ``(..., H, W)`` real or complex.
+        keep: fraction in (0, 1] of rows and columns kept around the k-space centre.
+    """
+    keep = check_float("keep", keep, minimum=0.0, maximum=1.0, strict_min=True)
+    k = fft2c(image)
+    H, W = k.shape[-2:]
+    h, w = max(1, round(H * keep)), max(1, round(W * keep))
+    low = ifft2c(centre_pad(centre_crop(k, (h, w)), (H, W)))
+    return low, to_complex(image) - low
+
+
 def output_shape_for(task: str, factor: int, initial_shape: Sequence[int]) -> tuple[int, int]:
     """Full-resolution ``(H, W)`` from the shape of the starting image."""
     h, w = initial_shape

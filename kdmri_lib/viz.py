@@ -1,0 +1,198 @@
+"""Figures for the notebooks (matplotlib, headless-safe).
+
+All functions take NumPy arrays or tensors (``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)``),
+return a ``matplotlib.figure.Figure`` and never call ``plt.show()``: a notebook displays the
+returned figure, a script saves it with :func:`save_figure` (atomic write).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+
+def _np(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu()
+        a = a.abs() if a.is_complex() else a
+        a = a.float().numpy()
+    a = np.asarray(a)
+    if np.iscomplexobj(a):
+        a = np.abs(a)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def _figure(nrows: int, ncols: int, size: float = 2.6, **kw):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size * ncols, size * nrows + 0.5), **kw)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def kspace_log(k) -> np.ndarray:
+    """``log(1 + |k| / median)`` for displaying k-space (a dynamic range the eye can read)."""
+    if hasattr(k, "detach"):
+        k = k.detach().cpu().numpy()
+    a = np.abs(np.asarray(k))
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    ref = np.median(a[a > 0]) if (a > 0).any() else 1.0
+    return np.log1p(a / ref)
+
+
+def show_images(images: Mapping[str, object], ncols: Optional[int] = None, cmap: str = "gray",
+                vmax: Optional[float] = None, size: float = 2.6, suptitle: Optional[str] = None):
+    """A grid of images with titles; magnitudes of complex inputs. ``vmax`` shared if given."""
+    names = list(images)
+    ncols = ncols or len(names)
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = _figure(nrows, ncols, size)
+    for ax, name in zip(axes.flat, names):
+        img = _np(images[name])
+        ax.imshow(img, cmap=cmap, vmin=0 if vmax is not None else None, vmax=vmax, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def error_map(pred, target) -> np.ndarray:
+    """``|pred - target|`` as a NumPy array."""
+    return np.abs(_np(pred) - _np(target))
+
+
+def sobel_magnitude(img) -> np.ndarray:
+    """Gradient magnitude (Sobel) of an image, for edge maps."""
+    from scipy import ndimage
+
+    a = _np(img).astype(np.float64)
+    return np.hypot(ndimage.sobel(a, 0), ndimage.sobel(a, 1))
+
+
+def compare_reconstructions(target, recons: Mapping[str, object], inset: Optional[Sequence[int]] = None,
+                            metrics: Optional[Mapping[str, Mapping[str, float]]] = None, errors: bool = True,
+                            edges: bool = False, size: float = 2.4, err_vmax: Optional[float] = None):
+    """Reconstructions side by side, with a zoomed inset, error maps and (optionally) edge maps.
+
+    Args:
+        target: ground truth ``(H, W)``.
+        recons: name -> reconstruction ``(H, W)``.
+        inset: ``(top, left, height, width)`` of a zoom box drawn on every image (None: no zoom).
+        metrics: name -> {"PSNR": .., "SSIM": ..} shown under the titles.
+        errors: add a row of ``|recon - target|``; ``edges``: add a row of Sobel edge maps.
+    """
+    from matplotlib.patches import Rectangle
+
+    t = _np(target)
+    cols = {"target": t, **{k: _np(v) for k, v in recons.items()}}
+    rows = 1 + int(inset is not None) + int(errors) + int(edges)
+    fig, axes = _figure(rows, len(cols), size)
+    vmax = float(t.max())
+    err_vmax = err_vmax or 0.2 * vmax
+    t_edges = sobel_magnitude(t) if edges else None
+    for j, (name, img) in enumerate(cols.items()):
+        r = 0
+        ax = axes[r, j]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+        title = name
+        if metrics and name in metrics:
+            m = metrics[name]
+            title += f"\n{m.get('PSNR', float('nan')):.2f} dB / {m.get('SSIM', float('nan')):.3f}"
+        ax.set_title(title, fontsize=8)
+        if inset is not None:
+            top, left, h, w = inset
+            ax.add_patch(Rectangle((left, top), w, h, fill=False, ec="yellow", lw=1))
+            r += 1
+            axes[r, j].imshow(img[top: top + h, left: left + w], cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+            if j == 0:
+                axes[r, j].set_ylabel("zoom", fontsize=8)
+        if errors:
+            r += 1
+            if name == "target":
+                axes[r, j].axis("off")
+            else:
+                axes[r, j].imshow(np.abs(img - t), cmap="inferno", vmin=0, vmax=err_vmax)
+                if j == 1:
+                    axes[r, j].set_ylabel("|error|", fontsize=8)
+        if edges:
+            r += 1
+            e = sobel_magnitude(img)
+            axes[r, j].imshow(e if name == "target" else np.abs(e - t_edges), cmap="magma")
+            if j <= 1:
+                axes[r, j].set_ylabel("edges" if j == 0 else "|edge error|", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str] = ("train_loss", "val_PSNR"),
+                    title: Optional[str] = None):
+    """Line plots of per-epoch metrics (``history`` = list of dicts with an ``epoch`` key)."""
+    from matplotlib.figure import Figure
+
+    keys = [k for k in keys if any(k in h for h in history)]
+    fig = Figure(figsize=(4 * max(len(keys), 1), 3))
+    axes = fig.subplots(1, max(len(keys), 1), squeeze=False)[0]
+    for ax, k in zip(axes, keys):
+        xs = [h.get("epoch", i + 1) for i, h in enumerate(history) if k in h]
+        ys = [h[k] for h in history if k in h]
+        ax.plot(xs, ys, marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(k, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_to_png(fig, dpi: int = 80) -> bytes:
+    """Render a figure to PNG bytes (Agg canvas, no GUI)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a figure atomically (temporary file in the same folder, then rename)."""
+    from .fastmri_format import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def table(rows: Sequence[Mapping[str, object]], digits: Optional[Mapping[str, int]] = None):
+    """A pandas DataFrame from a list of dicts, numbers rounded per column (``digits``)."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    for col, d in (digits or {}).items():
+        if col in df:
+            df[col] = df[col].astype(float).round(d)
+    return df

@@ -1,0 +1,211 @@
+"""Interactive widgets for the notebooks (ipywidgets), with a static fallback.
+
+Each explorer is an ``ipywidgets.VBox`` of controls, a metrics line (``HTML``) and a figure
+rendered to PNG (``Image``): a slider move recomputes the view and swaps the PNG, which stays
+fast on a 2-core CPU and renders the same in JupyterLab, classic Notebook and Colab (no
+``ipympl`` needed). The explorer runs its callback once on creation, and its rich display also
+carries a plain ``image/png`` and ``text/plain`` copy of the current view, so headless runs
+(papermill, nbval, GitHub's notebook viewer) show the figure and the numbers too.
+
+The computations behind the widgets are plain functions (:func:`acquisition_view`), tested
+without any widget.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import metrics as _metrics
+from . import physics
+from .masks import MASK_TYPES, default_center_fraction
+from .viz import _figure, fig_to_png, kspace_log
+
+
+def acquisition_view(image: torch.Tensor, task: str = "cs", scale: int = 4, acceleration: int = 4,
+                     mask_type: str = "random", center_fraction: Optional[float] = None, seed: int = 0,
+                     target: Optional[torch.Tensor] = None) -> dict:
+    """Simulate one acquisition of a complex image and its simplest reconstruction.
+
+    Args:
+        image: complex (or real) ``(H, W)`` ground-truth image.
+        task: ``"sr"`` (central k-space block, factor ``scale``) or ``"cs"`` (column mask,
+            factor ``acceleration``, ``mask_type``, ``center_fraction``, ``seed``).
+        target: magnitude ground truth for the metrics (``|image|`` if None).
+
+    Returns:
+        dict with ``sampling`` (H, W) 0/1 map of the measured k-space samples, ``kspace`` the
+        measured k-space (zeros elsewhere, full size), ``recon`` the zero-filled magnitude
+        (``sr``: the zero-padded, i.e. sinc-interpolated, low-res image), ``error``
+        ``|recon - target|``, ``metrics`` (PSNR, SSIM, NMSE via fastMRI), ``acceleration``
+        (realised: all samples / measured samples) and ``op``.
+    """
+    x = physics.to_complex(torch.as_tensor(image))[None, None]
+    H, W = x.shape[-2:]
+    tgt = (x.abs()[0, 0] if target is None else torch.as_tensor(target).float()).numpy()
+    if task == "sr":
+        op = physics.build_operator("sr", scale, (H, W))
+        y = op.forward(x)
+        recon = op.adjoint(y).abs()[0, 0]
+        kfull = physics.centre_pad(y, (H, W))[0, 0]
+        sampling = physics.centre_pad(torch.ones(op.meas_shape), (H, W))
+    else:
+        cf = default_center_fraction(acceleration) if center_fraction is None else center_fraction
+        op = physics.build_operator("cs", acceleration, (H, W), seed=seed, mask_type=mask_type, center_fraction=cf)
+        y = op.forward(x)
+        recon = op.initial(y).abs()[0, 0]
+        kfull = y[0, 0]
+        sampling = op.mask[0, 0].expand(H, W)
+    recon = recon.numpy()
+    return {
+        "sampling": sampling.numpy(),
+        "kspace": kfull.numpy(),
+        "recon": recon,
+        "target": tgt,
+        "error": np.abs(recon - tgt),
+        "metrics": _metrics.volume_metrics(tgt[None], recon[None]),
+        "acceleration": float(sampling.numel() / sampling.sum()),
+        "op": op,
+    }
+
+
+def acquisition_figure(view: dict, size: float = 2.4):
+    """Four panels: sampling pattern, measured k-space, reconstruction, error map."""
+    fig, axes = _figure(1, 4, size)
+    vmax = float(view["target"].max())
+    axes[0, 0].imshow(view["sampling"], cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title(f"sampled k-space ({view['acceleration']:.1f}x)", fontsize=8)
+    axes[0, 1].imshow(kspace_log(view["kspace"]), cmap="gray")
+    axes[0, 1].set_title("measured k-space (log)", fontsize=8)
+    axes[0, 2].imshow(view["recon"], cmap="gray", vmin=0, vmax=vmax)
+    m = view["metrics"]
+    axes[0, 2].set_title(f"reconstruction\n{m['PSNR']:.2f} dB, SSIM {m['SSIM']:.3f}", fontsize=8)
+    axes[0, 3].imshow(view["error"], cmap="inferno", vmin=0, vmax=0.3 * vmax)
+    axes[0, 3].set_title("|error|", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _widgets():
+    try:
+        import ipywidgets as w
+    except ImportError as e:  # pragma: no cover - ipywidgets is a dependency
+        raise ImportError("the interactive explorers need ipywidgets: pip install ipywidgets") from e
+    return w
+
+
+class _Explorer:
+    """Shared plumbing: a VBox with a static PNG/text fallback in its rich display."""
+
+    def _build_box(self, controls: list, note: str = ""):
+        w = _widgets()
+        self.metrics_html = w.HTML(layout=w.Layout(min_height="1.6em"))
+        self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="980px"))
+        self.note = w.HTML(note)
+        self.box = _FallbackVBox([w.HBox(controls[:4], layout=w.Layout(flex_flow="row wrap")),
+                                  w.HBox(controls[4:], layout=w.Layout(flex_flow="row wrap")),
+                                  self.metrics_html, self.image, self.note])
+        self.box._explorer = self
+        return self.box
+
+    def _ipython_display_(self):  # display(explorer) shows its box
+        from IPython.display import display
+
+        display(self.box)
+
+    def static_text(self) -> str:
+        return self.metrics_html.value if hasattr(self, "metrics_html") else ""
+
+
+class MaskExplorer(_Explorer):
+    """Interactive acquisition explorer for notebook 01.
+
+    Controls: task (``sr`` / ``cs``), mask type, acceleration, centre fraction, seed, ``sr`` scale.
+    View: sampling pattern, measured k-space, zero-filled / low-res reconstruction, error map,
+    and fastMRI's PSNR / SSIM. ``last_update_s`` holds the duration of the last update.
+    """
+
+    def __init__(self, image: torch.Tensor, target: Optional[torch.Tensor] = None, task: str = "cs",
+                 acceleration: int = 4, scale: int = 4, mask_type: str = "random",
+                 center_fraction: Optional[float] = None, seed: int = 0, dpi: int = 72):
+        w = _widgets()
+        self.image_data, self.target_data, self.dpi = image, target, dpi
+        H, W = image.shape[-2:]
+        scales = [s for s in (2, 3, 4, 6, 8) if H % s == 0 and W % s == 0]
+        self.task = w.ToggleButtons(options=[("cs: under-sampling", "cs"), ("sr: low resolution", "sr")], value=task,
+                                    description="task", style={"button_width": "150px"})
+        self.mask_type = w.Dropdown(options=list(MASK_TYPES[:3]), value=mask_type, description="mask type")
+        self.acceleration = w.IntSlider(value=acceleration, min=2, max=16, step=1, description="acceleration",
+                                        continuous_update=False)
+        self.center_fraction = w.FloatSlider(value=center_fraction or default_center_fraction(acceleration),
+                                             min=0.0, max=0.25, step=0.01, description="centre frac.",
+                                             continuous_update=False, readout_format=".2f")
+        self.seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", layout=w.Layout(width="180px"))
+        self.scale = w.Dropdown(options=scales, value=scale if scale in scales else scales[-1], description="sr scale")
+        self.last_update_s = float("nan")
+        self.view: dict = {}
+        self._build_box([self.task, self.mask_type, self.acceleration, self.center_fraction, self.seed, self.scale],
+                        note="<small>cs: mask, acceleration, centre fraction and seed apply; "
+                             "sr: the scale applies (the central k-space block is measured).</small>")
+        for c in (self.task, self.mask_type, self.acceleration, self.center_fraction, self.seed, self.scale):
+            c.observe(self._on_change, names="value")
+        self.update()
+
+    def _on_change(self, _change=None):
+        self.update()
+
+    def update(self) -> dict:
+        t0 = time.perf_counter()
+        cf = min(self.center_fraction.value, 1.0 / self.acceleration.value)
+        self.view = acquisition_view(self.image_data, task=self.task.value, scale=self.scale.value,
+                                     acceleration=self.acceleration.value, mask_type=self.mask_type.value,
+                                     center_fraction=cf, seed=self.seed.value, target=self.target_data)
+        m = self.view["metrics"]
+        label = (f"sr x{self.scale.value}" if self.task.value == "sr"
+                 else f"cs {self.mask_type.value} x{self.acceleration.value}, centre {cf:.2f}, seed {self.seed.value}")
+        self.png = fig_to_png(acquisition_figure(self.view), dpi=self.dpi)
+        self.image.value = self.png
+        self.last_update_s = time.perf_counter() - t0
+        self.metrics_html.value = (f"<b>{label}</b>: PSNR <b>{m['PSNR']:.2f} dB</b>, SSIM <b>{m['SSIM']:.4f}</b>, "
+                                   f"NMSE {m['NMSE']:.4f} (realised {self.view['acceleration']:.2f}x)")
+        return self.view
+
+
+def _strip_tags(html: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def _make_fallback_vbox():
+    w = _widgets()
+
+    class FallbackVBox(w.VBox):
+        """A VBox whose display also carries a static PNG and text of its explorer's view."""
+
+        def _repr_mimebundle_(self, **kwargs):
+            data = super()._repr_mimebundle_(**kwargs) or {}
+            exp = getattr(self, "_explorer", None)
+            if exp is not None and getattr(exp, "png", None):
+                data = dict(data)
+                data["image/png"] = base64.b64encode(exp.png).decode()
+                data["text/plain"] = _strip_tags(exp.static_text())
+            return data
+
+    return FallbackVBox
+
+
+class _LazyFallback:
+    _cls = None
+
+    def __call__(self, *a, **k):
+        if _LazyFallback._cls is None:
+            _LazyFallback._cls = _make_fallback_vbox()
+        return _LazyFallback._cls(*a, **k)
+
+
+_FallbackVBox = _LazyFallback()
