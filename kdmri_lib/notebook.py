@@ -163,3 +163,120 @@ def setup(namespace: Mapping[str, Any], name: str, build_data: bool = True, quie
         print(f"kdmri {__version__} | {name} | task {task} x{factor} | device {describe(dev)} | "
               f"data {data_dir}{built} | runs {run_dir}")
     return ctx
+
+
+# --------------------------------------------------------------------------------------------
+# Running the notebooks headless (make demo)
+# --------------------------------------------------------------------------------------------
+
+NOTEBOOKS = ("01_kspace_basics", "02_vit_teacher", "03_cnn_student", "04_distill", "05_evaluation")
+
+
+def notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` folder (next to the installed package, editable install)."""
+    here = Path(__file__).resolve().parent.parent / "notebooks"
+    if not here.is_dir():
+        raise ConfigError(f"{here}: notebooks folder not found; run from a clone of the repository")
+    return here
+
+
+def execute(src: str | os.PathLike, dst: str | os.PathLike, parameters: Optional[Mapping[str, Any]] = None,
+            cwd: Optional[str | os.PathLike] = None, timeout: Optional[int] = None) -> None:
+    """Execute one notebook with papermill (no progress bar; the kernel's own log quiet).
+
+    The kernel runs with ``IPKernelApp.log_level=ERROR``: ipykernel otherwise prints an
+    informational warning about unencrypted local TCP transport on every start.
+    """
+    import papermill as pm
+
+    pm.execute_notebook(str(src), str(dst), parameters=dict(parameters or {}), cwd=str(cwd or Path(src).parent),
+                        progress_bar=False, kernel_name="python3", log_output=False, execution_timeout=timeout,
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
+
+
+def run_notebooks(out: str | os.PathLike = "runs/demo", names=NOTEBOOKS, parameters: Optional[Mapping[str, Any]] = None,
+                  data_dir: Optional[str | os.PathLike] = None, log=print) -> list[dict]:
+    """Execute notebooks headless with papermill, one after the other, into ``out``.
+
+    Each notebook runs in ``notebooks/`` (so its relative defaults work) with ``run_dir = out``;
+    the executed copy is written to ``out/<name>.ipynb``. One progress line per notebook.
+
+    Returns:
+        one dict per notebook: ``name``, ``seconds``, ``output``, ``ok``, ``error``.
+    """
+    import time
+
+    import papermill as pm
+
+    nb_dir = notebooks_dir()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(parameters or {})
+    params["run_dir"] = os.path.relpath(out, nb_dir)
+    if data_dir is not None:
+        params["data_dir"] = os.path.relpath(Path(data_dir).resolve(), nb_dir)
+    results = []
+    for i, name in enumerate(names, 1):
+        src = nb_dir / f"{name}.ipynb"
+        if not src.exists():
+            raise ConfigError(f"{src}: notebook not found; expected one of {', '.join(NOTEBOOKS)}")
+        dst = out / f"{name}.ipynb"
+        log(f"[{i}/{len(names)}] {name} ...", end="", flush=True) if log is print else log(f"[{i}/{len(names)}] {name} ...")
+        t0 = time.perf_counter()
+        err = None
+        try:
+            execute(src, dst, params, cwd=nb_dir)
+        except pm.PapermillExecutionError as e:
+            err = f"{e.ename}: {e.evalue} (cell {e.exec_count}; see {dst})"
+        dt = time.perf_counter() - t0
+        results.append({"name": name, "seconds": round(dt, 1), "output": str(dst), "ok": err is None, "error": err})
+        log(f" {'done' if err is None else 'FAILED'} in {dt:.0f} s" + (f": {err}" if err else ""))
+        if err:
+            break
+    return results
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m kdmri_lib.notebook",
+                                description="Run the kdmri notebooks headless with papermill (make demo).")
+    p.add_argument("--out", default="runs/demo", help="run folder (executed notebooks, checkpoints, results)")
+    p.add_argument("--data", default=None, help="data folder (default: each notebook's data_dir, ../data/demo)")
+    p.add_argument("--only", nargs="*", default=None, help=f"notebooks to run (default: all of {', '.join(NOTEBOOKS)})")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="notebook parameter (value parsed as JSON when possible), e.g. -p epochs 3")
+    args = p.parse_args(argv)
+    params = {}
+    for k, v in args.param:
+        try:
+            params[k] = json.loads(v)
+        except json.JSONDecodeError:
+            params[k] = v
+    names = tuple(args.only) if args.only else NOTEBOOKS
+    import time
+
+    t0 = time.perf_counter()
+    res = run_notebooks(args.out, names, params, data_dir=args.data)
+    total = time.perf_counter() - t0
+    out = Path(args.out)
+    summary = out / "notebook_times.json"
+    summary.write_text(json.dumps({"notebooks": res, "total_seconds": round(total, 1)}, indent=1))
+    if not all(r["ok"] for r in res):
+        return 1
+    print(f"all {len(res)} notebooks ran in {total:.0f} s; executed notebooks in {out}/")
+    for f in ("results.md", "results.json"):
+        if (out / f).exists():
+            print(f"  {out / f}")
+    figs = sorted(out.rglob("*.png"))
+    if figs:
+        print(f"  {len(figs)} figures under {out}/ (e.g. {figs[0]})")
+    if (out / "results.md").exists():
+        print()
+        print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
