@@ -21,6 +21,26 @@ so they are the same in normalised and file units.
 ``op = batch_operator(batch, task, factor)`` rebuilds the operator of a collated batch (for
 ``cs`` it carries each sample's mask) so that ``model(batch["y"], op)`` works.
 
+Real fastMRI knee k-space (``640 x 368``, readout oversampling; the scored image is the central
+``320 x 320`` crop, the header's recon size) is used per task as follows:
+
+* ``sr``: the complex image ``ifft2c(kspace)`` is centre-cropped to ``320 x 320`` and the
+  low-resolution acquisition is simulated from it (the measured block is the centre of the
+  k-space *of the 320 x 320 image*).
+* ``cs`` (full slices): the raw k-space is used as measured. The column mask (over the 368
+  columns; validation masks are fastMRI's per-file ones) is applied to it, ``y`` is the masked
+  ``640 x 368`` k-space and the starting image is fastMRI's zero-filled image, centre-cropped
+  to ``320 x 320``. The operator is :class:`~kdmri_lib.physics.CroppedCartesianMask`
+  (``A = M F pad``, ``A^H = crop F^H M``), so data consistency uses the measured samples.
+* ``cs`` with ``patch_size`` (training on patches): a patch has no raw k-space of its own, so
+  patches are cut from the cropped complex image and their k-space is simulated, as for the demo
+  data. Evaluate on full slices to measure on raw data. ``raw_kspace=False`` simulates the
+  full slices too.
+
+Files whose k-space already has the recon size (the demo data, the brain-tumor data) are not
+affected. Raw k-space widths vary between fastMRI files (368, 372, ...): full-slice ``cs``
+batches need ``batch_size=1`` (as fastMRI's own VarNet) or equal widths.
+
 Training masks (``cs``) are drawn from torch's global RNG (so ``seed_everything`` makes them
 reproducible, also in DataLoader workers); validation masks use fastMRI's per-file seed
 ``tuple(map(ord, fname))``, identical for every slice of a volume and every run.
@@ -156,18 +176,23 @@ class SliceTransform:
         mask_type, center_fraction: ``cs`` mask parameters (fastMRI defaults).
         crop_to_recon: crop the complex image to the header's recon size (fastMRI's 320 x 320
             for the 640 x 368 knee k-space) before the acquisition is simulated.
+        raw_kspace: ``cs`` on full slices whose k-space is larger than the recon size: mask the
+            raw k-space as measured (see the module docstring) instead of simulating it from the
+            cropped image. No effect for ``sr``, for patches or for files without oversampling.
     """
 
     PATCH_TRIES = 10
 
     def __init__(self, task: str, factor: int, patch_size: Optional[int] = None, train_masks: bool = False,
-                 mask_type: str = "random", center_fraction: Optional[float] = None, crop_to_recon: bool = True):
+                 mask_type: str = "random", center_fraction: Optional[float] = None, crop_to_recon: bool = True,
+                 raw_kspace: bool = True):
         self.task, self.factor = _check_task(task, factor)
         self.patch_size = _check_patch(self.task, self.factor, patch_size)
         self.train_masks = train_masks
         self.mask_type = check_choice("mask_type", mask_type, _masks.MASK_TYPES)
         self.center_fraction = center_fraction
         self.crop_to_recon = crop_to_recon
+        self.raw_kspace = raw_kspace
 
     def _operator(self, shape, seed) -> Operator:
         return build_operator(self.task, self.factor, shape, seed=seed,
@@ -179,9 +204,39 @@ class SliceTransform:
         return _masks.fname_seed(fname)
 
     def __call__(self, kspace, mask, target, attrs, fname, slice_num) -> dict:
-        image, tgt = slice_image(kspace, target, attrs.get("recon_size") if self.crop_to_recon else None,
-                                 f"{fname}: k-space slice {slice_num}")
-        return self.make_sample(image, tgt, fname, slice_num, vol_max=float(attrs.get("max", tgt.max())))
+        recon = attrs.get("recon_size") if self.crop_to_recon else None
+        image, tgt = slice_image(kspace, target, recon, f"{fname}: k-space slice {slice_num}")
+        vol_max = float(attrs.get("max", tgt.max()))
+        if self.raw_kspace and self.task == "cs" and self.patch_size is None and tuple(image.shape) != np.shape(kspace):
+            kspace_t = torch.from_numpy(np.asarray(kspace).astype(np.complex64))
+            return self.make_raw_sample(kspace_t, tgt, fname, slice_num, vol_max=vol_max)
+        return self.make_sample(image, tgt, fname, slice_num, vol_max=vol_max)
+
+    def make_raw_sample(self, kspace: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,
+                        vol_max: Optional[float] = None) -> dict:
+        """``cs`` on measured raw k-space ``(Hk, Wk)`` larger than the target ``(H, W)``.
+
+        ``y = M kspace`` (``(1, Hk, Wk)``), ``initial = crop(ifft2c(y))`` (``(1, H, W)``), mask over
+        the ``Wk`` columns; the operator is :class:`~kdmri_lib.physics.CroppedCartesianMask`.
+        """
+        seed = self._mask_seed(fname)
+        op = build_operator("cs", self.factor, tuple(target.shape), seed=seed, center_fraction=self.center_fraction,
+                            mask_type=self.mask_type, kspace_shape=tuple(kspace.shape))
+        y = op.measure(kspace[None, None])
+        init = op.initial(y)
+        scale = float(init.abs().max())
+        if not np.isfinite(scale) or scale <= 0:
+            raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
+        return {
+            "y": (y / scale)[0],
+            "initial": (init / scale)[0],
+            "target": (target[None] / scale).to(torch.float32),
+            "scale": torch.tensor(scale, dtype=torch.float32),
+            "max": torch.tensor(vol_max if vol_max is not None else float(target.max()), dtype=torch.float32),
+            "fname": str(fname),
+            "slice_num": int(slice_num),
+            "mask": op.mask.reshape(1, 1, -1).clone(),
+        }
 
     def make_sample(self, image: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,
                     vol_max: Optional[float] = None) -> dict:
@@ -361,7 +416,8 @@ def batch_operator(batch: dict, task: str, factor: int) -> Operator:
     """Rebuild the operator of a collated batch (``cs``: one mask per sample)."""
     shape = tuple(batch["target"].shape[-2:])
     if task == "cs":
-        return build_operator("cs", factor, shape, mask=batch["mask"])
+        meas = tuple(batch["y"].shape[-2:])  # raw fastMRI k-space: larger than the image
+        return build_operator("cs", factor, shape, mask=batch["mask"], kspace_shape=meas if meas != shape else None)
     return build_operator(task, factor, shape)
 
 

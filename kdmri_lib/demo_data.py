@@ -150,6 +150,38 @@ def simulate_kspace(image: np.ndarray, rng: np.random.Generator, sigma: float, m
     return (k + noise).astype(np.complex64)
 
 
+def noise_sigma(foreground_mean: float, snr_db: float) -> float:
+    """Noise standard deviation for an SNR of ``20 log10(foreground_mean / sigma)`` dB."""
+    return float(foreground_mean) / 10 ** (float(snr_db) / 20)
+
+
+def foreground_mean(images: np.ndarray, threshold: float = 0.1) -> float:
+    """Mean magnitude of the pixels above ``threshold`` (the signal level the SNR refers to)."""
+    images = np.asarray(images)
+    fg = images[images > threshold]
+    return float(fg.mean()) if fg.size else 0.0
+
+
+def simulate_volume(images, rng: np.random.Generator, sigma: float, max_phase: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated single-coil acquisition of a stack of real images (the demo data's recipe).
+
+    Args:
+        images: sequence of real ``(H, W)`` images (magnitudes, about [0, 1]).
+        rng: random stream (phase and noise, drawn image by image).
+        sigma: complex noise standard deviation per k-space sample (see :func:`noise_sigma`).
+        max_phase: scale of the smooth random phase (radians).
+
+    Returns:
+        ``kspace`` complex64 ``(slices, H, W)`` = ``fft2c(image * exp(i phi)) + noise`` and the
+        fastMRI-style target float32 ``(slices, H, W)`` = ``|ifft2c(kspace)|``.
+    """
+    from .physics import ifft2c
+
+    kspace = np.stack([simulate_kspace(im, rng, sigma, max_phase) for im in images])
+    target = ifft2c(torch.from_numpy(kspace)).abs().numpy().astype(np.float32)
+    return kspace, target
+
+
 def plan_volumes(vol: np.ndarray, cfg: DemoConfig) -> list[dict]:
     """Which slices go into which file: a list of ``{name, split, orientation, indices}``."""
     plan = []
@@ -215,12 +247,18 @@ def to_luma(img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
-def _centre_crop_multiple(img: np.ndarray, limit: int, multiple: int = 16) -> np.ndarray:
+def centre_crop_multiple(img: np.ndarray, limit: Optional[int] = None, multiple: int = 16) -> np.ndarray:
+    """Centre crop of a 2-D image to sides that are multiples of ``multiple``, at most ``limit``."""
     H, W = img.shape
+    if limit is None:
+        limit = max(H, W)
     h = min(limit, H - H % multiple)
     w = min(limit, W - W % multiple)
     top, left = (H - h) // 2, (W - w) // 2
     return img[top: top + h, left: left + w]
+
+
+_centre_crop_multiple = centre_crop_multiple  # former private name
 
 
 def save_png(path: Path, img: np.ndarray) -> None:
@@ -316,17 +354,13 @@ def build_demo_data(
     for o in ORIENTATIONS:
         vals = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o])
                 for p in plan if p["orientation"] == o for i in p["indices"]]
-        stack = np.stack(vals)
-        fg_means[o] = float(stack[stack > 0.1].mean())
+        fg_means[o] = foreground_mean(np.stack(vals))
     bar = tqdm(plan, desc="demo volumes", disable=not progress, leave=False)
     for entry, rng in zip(bar, streams):
         o = entry["orientation"]
-        sigma = fg_means[o] / 10 ** (cfg.snr_db / 20)
+        sigma = noise_sigma(fg_means[o], cfg.snr_db)
         imgs = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o]) for i in entry["indices"]]
-        kspace = np.stack([simulate_kspace(im, rng, sigma, cfg.max_phase_rad) for im in imgs])
-        from .physics import ifft2c
-
-        target = ifft2c(torch.from_numpy(kspace)).abs().numpy().astype(np.float32)
+        kspace, target = simulate_volume(imgs, rng, sigma, cfg.max_phase_rad)
         rel = f"singlecoil_{entry['split']}/{entry['name']}.h5"
         write_volume(out / rel, kspace, target, {
             "acquisition": _ACQ[o],
@@ -347,7 +381,7 @@ def build_demo_data(
             folder = out / "natural" / split
             folder.mkdir(parents=True, exist_ok=True)
             for name in names:
-                img = _centre_crop_multiple(to_luma(_skimage_image(name)), cfg.natural_crop)
+                img = centre_crop_multiple(to_luma(_skimage_image(name)), cfg.natural_crop)
                 save_png(folder / f"{name}.png", img)
                 files.append(f"natural/{split}/{name}.png")
                 report.natural.setdefault(split, []).append(f"{name}.png")

@@ -13,6 +13,11 @@ Conventions (one contract for both tasks)
   ``A^H = F^H o zero_pad``. The measurement ``y`` has shape ``(B, 1, H/s, W/s)``.
 * ``cs`` -- Cartesian under-sampling (fastMRI's setting): ``A = M o F`` with a column mask
   ``M``; ``A^H = F^H o M``. ``y`` has shape ``(B, 1, H, W)`` with zeros in unmeasured columns.
+* ``cs`` on raw, larger k-space (fastMRI knee: 640 x 368 k-space, 320 x 320 image, readout
+  oversampling): :class:`CroppedCartesianMask`, ``A = M o F o P`` with ``P`` the zero-padding of
+  the ``(H, W)`` image to the k-space grid, ``A^H = C o F^H o M`` with ``C`` the centre crop
+  (``C = P^H``). ``y`` has the k-space shape; ``initial(y)`` is fastMRI's zero-filled,
+  centre-cropped image. Built by ``build_operator("cs", ..., kspace_shape=(640, 368))``.
 
 Every operator offers ``forward(x)`` (= ``A x``), ``adjoint(y)`` (= ``A^H y``),
 ``initial(y)`` (the image a network starts from) and ``simulate(image)`` (a measurement of a
@@ -274,7 +279,7 @@ class CartesianMask(Operator):
         self.mask = mask
 
     def to(self, device: torch.device | str) -> "CartesianMask":
-        new = object.__new__(CartesianMask)
+        new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.mask = self.mask.to(device)
         return new
@@ -313,6 +318,69 @@ class CartesianMask(Operator):
                 f"center_fraction={self.center_fraction}, masks={self.mask.shape[0]})")
 
 
+class CroppedCartesianMask(CartesianMask):
+    """Task ``cs`` on a k-space grid larger than the image (fastMRI knee: readout oversampling).
+
+    Real fastMRI single-coil knee k-space is ``640 x 368`` (2x readout oversampling, plus
+    zero-padded phase encodes) while the image that is reconstructed and scored is the central
+    ``320 x 320`` crop. This operator keeps the measured raw k-space as it is:
+
+    * ``forward``: ``(B,1,H,W)`` image -> zero-pad to ``kspace_shape`` -> ``fft2c`` -> mask;
+      ``A = M F P``, output ``(B,1,Hk,Wk)``.
+    * ``adjoint``: mask -> ``ifft2c`` -> centre crop to ``(H, W)``; ``A^H = C F^H M`` with
+      ``C = P^H``, so ``<A x, y> = <x, A^H y>`` holds exactly.
+    * ``initial(y) = A^H y``: fastMRI's zero-filled image (mask the raw k-space, inverse FFT,
+      centre crop), the input of its U-Net baseline.
+
+    The mask is over the ``Wk`` k-space columns, so the validation mask of a file with seed
+    ``tuple(map(ord, fname))`` is the one fastMRI's own ``MaskFunc`` draws for that file.
+    Signal outside the cropped field of view (e.g. tissue in the columns beyond the central 320)
+    is measured but cannot be represented by an ``(H, W)`` image: the least-squares fit of
+    ``A x = y`` ignores it, exactly as the crop of fastMRI's zero-filled image does.
+    """
+
+    def __init__(
+        self,
+        acceleration: int,
+        shape: Sequence[int],
+        kspace_shape: Sequence[int],
+        center_fraction: Optional[float] = None,
+        mask_type: str = "random",
+        seed: Optional[int | tuple] = 0,
+        mask: Optional[torch.Tensor] = None,
+    ):
+        H, W = _check_shape(shape)
+        Hk, Wk = _check_shape(kspace_shape)
+        if H > Hk or W > Wk:
+            raise ConfigError(f"kspace_shape {(Hk, Wk)} must be at least the image shape {(H, W)} in both axes")
+        super().__init__(acceleration, (Hk, Wk), center_fraction=center_fraction, mask_type=mask_type,
+                         seed=seed, mask=mask)
+        self.kspace_shape = (Hk, Wk)
+        self.shape = (H, W)
+        self.meas_shape = (Hk, Wk)
+        self.initial_shape = (H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_image(x)
+        k = fft2c(centre_pad(to_complex(x), self.kspace_shape))
+        return k * self._m(k)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self._check_meas(y)
+        y = to_complex(y)
+        return centre_crop(ifft2c(y * self._m(y)), self.shape)
+
+    def measure(self, kspace: torch.Tensor) -> torch.Tensor:
+        """The measurement of a fully-sampled raw k-space ``(B,1,Hk,Wk)``: ``M k`` (complex)."""
+        self._check_meas(kspace)
+        kspace = to_complex(kspace)
+        return kspace * self._m(kspace)
+
+    def __repr__(self) -> str:
+        return (f"CroppedCartesianMask(acceleration={self.factor}, shape={self.shape}, kspace_shape={self.kspace_shape}, "
+                f"mask_type={self.mask_type!r}, center_fraction={self.center_fraction}, masks={self.mask.shape[0]})")
+
+
 def _check_shape(shape) -> tuple[int, int]:
     try:
         H, W = shape
@@ -330,6 +398,7 @@ def build_operator(
     center_fraction: Optional[float] = None,
     mask_type: str = "random",
     mask: Optional[torch.Tensor] = None,
+    kspace_shape: Optional[Sequence[int]] = None,
 ) -> Operator:
     """Build the acquisition operator of a task (the toolkit's fixed public API).
 
@@ -342,6 +411,9 @@ def build_operator(
         center_fraction: ``cs`` only; fastMRI's 0.08 for 4x and 0.04 for 8x when ``None``.
         mask_type: ``cs`` only; one of :data:`kdmri_lib.masks.MASK_TYPES`.
         mask: ``cs`` only; an explicit mask ``(W,)`` or ``(B, 1, 1, W)`` (e.g. from a data batch).
+        kspace_shape: ``cs`` only; a k-space grid ``(Hk, Wk)`` larger than ``shape`` (raw fastMRI
+            knee k-space, 640 x 368): returns a :class:`CroppedCartesianMask` whose mask has ``Wk``
+            columns. ``None`` or equal to ``shape``: the plain :class:`CartesianMask`.
 
     Examples:
         >>> op = build_operator("sr", 4, shape=(256, 256))
@@ -351,6 +423,9 @@ def build_operator(
     check_choice("task", task, TASKS)
     if task == "sr":
         return LowResolution(factor, shape)
+    if kspace_shape is not None and tuple(int(v) for v in kspace_shape) != tuple(int(v) for v in shape):
+        return CroppedCartesianMask(factor, shape, kspace_shape, center_fraction=center_fraction,
+                                    mask_type=mask_type, seed=seed, mask=mask)
     return CartesianMask(factor, shape, center_fraction=center_fraction, mask_type=mask_type, seed=seed, mask=mask)
 
 
