@@ -38,7 +38,6 @@ def __dir__() -> list[str]:
 
 def environment_summary() -> str:
     """One line: versions of the key packages and the device that 'auto' picks."""
-    import fastmri  # noqa: F401
     import numpy
     import torch
 

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, check_int
-from .fastmri_format import atomic_path, write_volume
+from .atomic import atomic_write, write_json
+from .fastmri_format import write_volume
 
 MNI_RELATIVE = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -265,13 +266,8 @@ def save_png(path: Path, img: np.ndarray) -> None:
     """Write a [0, 1] grayscale image as an 8-bit PNG, atomically."""
     from PIL import Image
 
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,9 +395,7 @@ def build_demo_data(
         "natural": report.natural,
         "volumes": [{k: v for k, v in p.items()} for p in plan],
     }
-    tmp = atomic_path(manifest_path)
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    write_json(manifest_path, manifest)
     return report
 
 

@@ -22,13 +22,13 @@ then rename), :func:`check_file` validates one with clear errors.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import DataError
 
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
@@ -76,13 +76,6 @@ def ismrmrd_header(
 """.encode("utf-8")
 
 
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling of ``path`` (same folder, so ``os.replace`` is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_volume(
     path: str | os.PathLike,
     kspace: np.ndarray,
@@ -108,9 +101,9 @@ def write_volume(
     if header is None:
         rec = target.shape[1:] if target is not None else kspace.shape[1:]
         header = ismrmrd_header((kspace.shape[1], kspace.shape[2], 1), (rec[0], rec[1], 1), fov_mm)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    # the temporary file goes next to the data folder, not inside it: loaders such as
+    # fastmri.data.SliceDataset open every file of a split folder
+    with atomic_write(path, tmp_dir=path.parent.parent / ".partial") as tmp:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("kspace", data=kspace.astype(np.complex64))
             if target is not None:
@@ -121,10 +114,6 @@ def write_volume(
             hf.create_dataset("ismrmrd_header", data=np.bytes_(header))
             for k, v in attrs.items():
                 hf.attrs[k] = v
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -170,20 +170,14 @@ def fig_to_png(fig, dpi: int = 80) -> bytes:
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a figure atomically (temporary file in the same folder, then rename)."""
-    from .fastmri_format import atomic_path
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from .atomic import atomic_write
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        FigureCanvasAgg(fig)
+    FigureCanvasAgg(fig)
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -92,11 +91,14 @@ def test_demo_builder_is_deterministic_and_idempotent(tmp_path):
                 assert np.array_equal(fa["kspace"][()], fb["kspace"][()])
                 assert np.array_equal(fa["reconstruction_esc"][()], fb["reconstruction_esc"][()])
     f = next((tmp_path / "a" / "singlecoil_val").glob("*.h5"))
+    # atomic writes leave nothing but .h5 files in a split folder, readable by others too
+    assert all(p.suffix == ".h5" for p in (tmp_path / "a" / "singlecoil_val").iterdir())
+    assert f.stat().st_mode & 0o044 == 0o044
     mtime = f.stat().st_mtime_ns
     again = build_demo_data(tmp_path / "a", cfg, progress=False)
     assert not again.built and f.stat().st_mtime_ns == mtime
     # a different seed gives different k-space
-    c = build_demo_data(tmp_path / "c", DemoConfig(stride=15, natural=False, seed=1), progress=False)
+    build_demo_data(tmp_path / "c", DemoConfig(stride=15, natural=False, seed=1), progress=False)
     with h5py.File(tmp_path / "a" / "singlecoil_val" / f.name) as fa, h5py.File(tmp_path / "c" / "singlecoil_val" / f.name) as fc:
         assert not np.array_equal(fa["kspace"][()], fc["kspace"][()])
     # an interrupted build (a file missing) is completed by the next call

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import DataError
-from ..fastmri_format import atomic_path
+from .. import atomic as _atomic
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -101,43 +101,17 @@ def read_manifest(path: Path) -> Optional[dict]:
         return None
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def readable(path: Path) -> None:
-    """Give a file we created the usual permissions (``mkstemp`` makes them owner-only)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _atomic.write_json(path, data)
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with _atomic.atomic_write(path) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
             w.writeheader()
             for r in rows:
                 w.writerow(r)
-        readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text(path: Path, text: Optional[str]) -> None:
@@ -146,14 +120,7 @@ def write_text(path: Path, text: Optional[str]) -> None:
         if path.exists():
             path.unlink()
         return
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text)
-        readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _atomic.write_text(path, text)
 
 
 def partial_dir(out: Path) -> Path:
@@ -173,7 +140,7 @@ def place(tmp: Path, dest: Path, chmod: bool = True) -> None:
     """Move a finished temporary file into place (atomic within one file system)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if chmod:
-        readable(tmp)
+        os.chmod(tmp, 0o666 & ~_atomic._umask())   # mkstemp files are owner-only
     os.replace(tmp, dest)
 
 

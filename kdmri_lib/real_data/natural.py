@@ -270,7 +270,6 @@ def prepare_natural(
                     report.unreadable.append(str(e))
                     continue
                 save_png(folder / fn, img)
-                C.readable(folder / fn)
                 files.append(f"natural/{SETS[name]}/{fn}")
                 rows.append({"set": name, "file": f"{SETS[name]}/{fn}", "source": member,
                              "size": f"{img.shape[0]}x{img.shape[1]}"})

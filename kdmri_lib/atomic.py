@@ -1,0 +1,60 @@
+"""Atomic file writes: write to a temporary file, then rename over the destination.
+
+A reader never sees a half-written file, and an interruption (Ctrl-C, a crash, a full disk)
+leaves the previous version intact. Temporary files are named ``.<name>.<random>.tmp``; they
+live next to the destination unless ``tmp_dir`` (on the same file system) is given — e.g.
+outside a data folder whose every file a loader will try to open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, tmp_dir: Optional[str | os.PathLike] = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path`` (usual permissions).
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tmp_dir) if tmp_dir is not None else path.parent
+    d.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes files owner-only
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=1, default=str))
