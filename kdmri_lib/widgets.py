@@ -14,6 +14,7 @@ without any widget.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from typing import Optional
 
@@ -24,6 +25,25 @@ from . import metrics as _metrics
 from . import physics
 from .masks import MASK_TYPES, default_center_fraction
 from .viz import _figure, fig_to_png, kspace_log
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread inside the block (the previous setting restored after).
+
+    The widgets' computations work on one slice, a few FFTs of a 200-600 pixel image: on a
+    2-core machine that also runs the browser and the Jupyter server, two intra-op threads spend
+    their time waiting for a core (measured: one 192x192 :func:`acquisition_view` 3 ms on one
+    thread, about 190 ms on two while the machine was busy).
+    """
+    n = torch.get_num_threads()
+    if n != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n != 1:
+            torch.set_num_threads(n)
 
 
 def acquisition_view(image: torch.Tensor, task: str = "cs", scale: int = 4, acceleration: int = 4,
@@ -44,6 +64,11 @@ def acquisition_view(image: torch.Tensor, task: str = "cs", scale: int = 4, acce
         ``|recon - target|``, ``metrics`` (PSNR, SSIM, NMSE via fastMRI), ``acceleration``
         (realised: all samples / measured samples) and ``op``.
     """
+    with single_thread():
+        return _acquisition_view(image, task, scale, acceleration, mask_type, center_fraction, seed, target)
+
+
+def _acquisition_view(image, task, scale, acceleration, mask_type, center_fraction, seed, target) -> dict:
     x = physics.to_complex(torch.as_tensor(image))[None, None]
     H, W = x.shape[-2:]
     tgt = (x.abs()[0, 0] if target is None else torch.as_tensor(target).float()).numpy()
@@ -76,16 +101,17 @@ def acquisition_view(image: torch.Tensor, task: str = "cs", scale: int = 4, acce
 def acquisition_figure(view: dict, size: float = 2.4):
     """Four panels: sampling pattern, measured k-space, reconstruction, error map."""
     fig, axes = _figure(1, 4, size)
+    fig.set_figheight(size + 0.3)  # room for the two-line title, no blank strip below the panels
     vmax = float(view["target"].max())
     axes[0, 0].imshow(view["sampling"], cmap="gray", vmin=0, vmax=1)
-    axes[0, 0].set_title(f"sampled k-space ({view['acceleration']:.1f}x)", fontsize=8)
+    axes[0, 0].set_title(f"sampled k-space ({view['acceleration']:.1f}x)", fontsize=9)
     axes[0, 1].imshow(kspace_log(view["kspace"]), cmap="gray")
-    axes[0, 1].set_title("measured k-space (log)", fontsize=8)
+    axes[0, 1].set_title("measured k-space (log)", fontsize=9)
     axes[0, 2].imshow(view["recon"], cmap="gray", vmin=0, vmax=vmax)
     m = view["metrics"]
-    axes[0, 2].set_title(f"reconstruction\n{m['PSNR']:.2f} dB, SSIM {m['SSIM']:.3f}", fontsize=8)
+    axes[0, 2].set_title(f"reconstruction\n{m['PSNR']:.2f} dB, SSIM {m['SSIM']:.3f}", fontsize=9)
     axes[0, 3].imshow(view["error"], cmap="inferno", vmin=0, vmax=0.3 * vmax)
-    axes[0, 3].set_title("|error|", fontsize=8)
+    axes[0, 3].set_title("|error|", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -99,16 +125,43 @@ def _widgets():
 
 
 class _Explorer:
-    """Shared plumbing: a VBox with a static PNG/text fallback in its rich display."""
+    """Shared plumbing: a VBox with a static PNG/text fallback in its rich display.
 
-    def _build_box(self, controls: list, note: str = ""):
+    The box carries stable CSS classes, for styling and for browser tests: ``kdmri-explorer``
+    plus ``css_class`` of the subclass (e.g. ``kdmri-mask-explorer``) on the box,
+    ``kdmri-metrics`` on the metrics line, ``kdmri-figure`` on the image.
+    """
+
+    css_class = "kdmri-explorer"
+
+    def _build_box(self, controls: list, note: str = "", rows: Optional[list] = None):
+        """The explorer's VBox: rows of controls (``rows``, a list of lists of widgets; default: the
+        first four controls, then the rest), the metrics line, the figure and a note.
+
+        The figure is shown at its natural size (render it at about 96 dpi for sharp text),
+        shrunk to the output's width on narrow screens. Descriptions are never cut (a control
+        without a ``description_width`` gets ``"initial"``), and ToggleButtons keep their
+        description on the buttons' line (ipywidgets 8 puts it on a line of its own)."""
         w = _widgets()
+        for c in controls:
+            if isinstance(c, w.ToggleButtons):
+                c.add_class("widget-inline-hbox")
+            style = getattr(c, "style", None)
+            if getattr(c, "description", "") and hasattr(style, "description_width") and not style.description_width:
+                style.description_width = "initial"
         self.metrics_html = w.HTML(layout=w.Layout(min_height="1.6em"))
-        self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="980px"))
+        self.metrics_html.add_class("kdmri-metrics")
+        # align_self: a VBox stretches its children to its width, which would upscale the PNG
+        self.image = w.Image(format="png", layout=w.Layout(width="auto", max_width="100%", height="auto",
+                                                           align_self="flex-start"))
+        self.image.add_class("kdmri-figure")
         self.note = w.HTML(note)
-        self.box = _FallbackVBox([w.HBox(controls[:4], layout=w.Layout(flex_flow="row wrap")),
-                                  w.HBox(controls[4:], layout=w.Layout(flex_flow="row wrap")),
-                                  self.metrics_html, self.image, self.note])
+        rows = rows if rows is not None else [controls[:4], controls[4:]]
+        self.box = _FallbackVBox([w.HBox(r, layout=w.Layout(flex_flow="row wrap")) for r in rows if r]
+                                 + [self.metrics_html, self.image, self.note])
+        self.box.add_class("kdmri-explorer")
+        if self.css_class != "kdmri-explorer":
+            self.box.add_class(self.css_class)
         self.box._explorer = self
         return self.box
 
@@ -129,28 +182,40 @@ class MaskExplorer(_Explorer):
     and fastMRI's PSNR / SSIM. ``last_update_s`` holds the duration of the last update.
     """
 
+    css_class = "kdmri-mask-explorer"
+
     def __init__(self, image: torch.Tensor, target: Optional[torch.Tensor] = None, task: str = "cs",
                  acceleration: int = 4, scale: int = 4, mask_type: str = "random",
-                 center_fraction: Optional[float] = None, seed: int = 0, dpi: int = 72):
+                 center_fraction: Optional[float] = None, seed: int = 0, dpi: int = 96):
         w = _widgets()
         self.image_data, self.target_data, self.dpi = image, target, dpi
         H, W = image.shape[-2:]
         scales = [s for s in (2, 3, 4, 6, 8) if H % s == 0 and W % s == 0]
+        # one description width for every control (the default 80px cuts "acceleration"), widths
+        # that keep each row under ~620px: no wrapping inside a notebook next to the file browser
+        style = {"description_width": "90px"}
         self.task = w.ToggleButtons(options=[("cs: under-sampling", "cs"), ("sr: low resolution", "sr")], value=task,
-                                    description="task", style={"button_width": "150px"})
-        self.mask_type = w.Dropdown(options=list(MASK_TYPES[:3]), value=mask_type, description="mask type")
+                                    description="task", style={**style, "button_width": "150px"})
+        self.mask_type = w.Dropdown(options=list(MASK_TYPES[:3]), value=mask_type, description="mask type",
+                                    style=style, layout=w.Layout(width="280px"))
         self.acceleration = w.IntSlider(value=acceleration, min=2, max=16, step=1, description="acceleration",
-                                        continuous_update=False)
+                                        continuous_update=False, style=style, layout=w.Layout(width="310px"))
         self.center_fraction = w.FloatSlider(value=center_fraction or default_center_fraction(acceleration),
                                              min=0.0, max=0.25, step=0.01, description="centre frac.",
-                                             continuous_update=False, readout_format=".2f")
-        self.seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", layout=w.Layout(width="180px"))
-        self.scale = w.Dropdown(options=scales, value=scale if scale in scales else scales[-1], description="sr scale")
+                                             continuous_update=False, readout_format=".2f", style=style,
+                                             layout=w.Layout(width="310px"))
+        self.seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed", style=style,
+                                     layout=w.Layout(width="200px"))
+        self.scale = w.Dropdown(options=scales, value=scale if scale in scales else scales[-1], description="sr scale",
+                                style=style, layout=w.Layout(width="180px"))
         self.last_update_s = float("nan")
         self.view: dict = {}
         self._build_box([self.task, self.mask_type, self.acceleration, self.center_fraction, self.seed, self.scale],
                         note="<small>cs: mask, acceleration, centre fraction and seed apply; "
-                             "sr: the scale applies (the central k-space block is measured).</small>")
+                             "sr: the scale applies (the central k-space block is measured). "
+                             "Controls that do not apply to the chosen task are greyed out.</small>",
+                        rows=[[self.task, self.scale], [self.mask_type, self.seed],
+                              [self.acceleration, self.center_fraction]])
         for c in (self.task, self.mask_type, self.acceleration, self.center_fraction, self.seed, self.scale):
             c.observe(self._on_change, names="value")
         self.update()
@@ -160,6 +225,10 @@ class MaskExplorer(_Explorer):
 
     def update(self) -> dict:
         t0 = time.perf_counter()
+        sr = self.task.value == "sr"
+        for c in (self.mask_type, self.acceleration, self.center_fraction, self.seed):
+            c.disabled = sr
+        self.scale.disabled = not sr
         cf = min(self.center_fraction.value, 1.0 / self.acceleration.value)
         self.view = acquisition_view(self.image_data, task=self.task.value, scale=self.scale.value,
                                      acceleration=self.acceleration.value, mask_type=self.mask_type.value,
