@@ -1,4 +1,4 @@
-# kdmri — make demo / make test / make data / make bench
+# kdmri — make demo / make test / make data / make bench / make lab / make test-browser
 #
 # Everything runs inside a local virtual environment (.venv/) that the first target creates.
 # Targets are idempotent: a second run reuses the environment and the data that are there.
@@ -14,14 +14,19 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.kdmri-installed
 DATA ?= data/demo
 PYTEST_ARGS ?=
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+LAB_ARGS ?= --no-browser
 
-.PHONY: help install data demo test bench clean-venv
+.PHONY: help install data demo test test-browser lab bench clean-venv
 
 help:
-	@echo "make demo   - install, build the demo data, run the notebooks into runs/demo/"
-	@echo "make test   - install, build the demo data, run the test suite"
-	@echo "make data   - build the embedded demo data into $(DATA)/"
-	@echo "make bench  - profile the models (params / FLOPs / latency)"
+	@echo "make demo         - install, build the demo data, run the notebooks into runs/demo/"
+	@echo "make test         - install, build the demo data, run the test suite (browser test included)"
+	@echo "make test-browser - only the JupyterLab + headless Chromium test (screenshots in runs/browser/)"
+	@echo "make lab          - JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab in notebooks/, with this venv's kernel"
+	@echo "make data         - build the embedded demo data into $(DATA)/"
+	@echo "make bench        - profile the models (params / FLOPs / latency)"
 
 install: $(STAMP)
 
@@ -67,6 +72,24 @@ demo: data
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# needs Debian's chromium + chromium-driver (apt-get install chromium chromium-driver); skips without
+test-browser: data
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+# JupyterLab in notebooks/ (their ../data/demo and ../runs/demo defaults work there). The kernel is
+# this venv's: its python3 kernel spec is (re)written to point at $(PY), and JUPYTER_PATH puts it
+# ahead of any python3 kernel in ~/.local/share/jupyter. Kernels talk over local sockets (ipc):
+# no TCP ports, no ipykernel warning about unencrypted TCP. A random token; the URL is printed.
+lab: data
+	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	@token=$$($(PY) -c "import secrets; print(secrets.token_hex(24))"); \
+	root=""; if [ "$$(id -u)" = 0 ]; then root="--allow-root"; fi; \
+	echo "[lab] kernel: $(abspath $(PY))"; \
+	echo "[lab] open  http://$(LAB_IP):$(LAB_PORT)/lab?token=$$token   (Ctrl+C twice stops the server)"; \
+	cd notebooks && JUPYTER_PATH="$(abspath $(VENV))/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+	  exec "$(abspath $(PY))" -m jupyterlab --ip=$(LAB_IP) --port=$(LAB_PORT) --port-retries=0 \
+	  --IdentityProvider.token=$$token --KernelManager.transport=ipc $$root $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m kdmri_lib.profile --out runs/bench
