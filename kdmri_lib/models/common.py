@@ -19,8 +19,14 @@ Input representation: every learned model starts from the complex image ``op.ini
 random phase, so the magnitude alone would throw information away.
 
 Inputs are validated before any computation: a wrong channel count, a measurement whose size
-does not match the operator, or an operator of another task raise
-:class:`kdmri_lib.errors.ConfigError` naming the expected shape.
+does not match the operator, or an operator of another task (or, for ``sr``, another scale)
+raise :class:`kdmri_lib.errors.ConfigError` naming the expected shape. ``cs`` models accept an
+operator of any acceleration (no network depends on it), so a model trained at 4x can be
+evaluated at 8x. Any image size the operator takes works: models pad internally (to the Swin
+window, to the U-Nets' down-sampling multiple) and crop back.
+
+Mixed precision: models are autocast-friendly (CUDA bf16/fp16): the complex physics stays in
+complex64, convolutions / attention run in the autocast dtype, the output is float32.
 """
 
 from __future__ import annotations
