@@ -121,8 +121,9 @@ def test_config_rebuilds_the_model(kind):
 
 
 def test_overrides_are_recorded_and_checked():
-    m = M.build_model("student", "tiny", "cs", 4, iterations=2)
-    assert m.config["iterations"] == 2 and m.iterations == 2
+    m = M.build_model("student", "tiny", "cs", 4, iterations=2, channels=(8, 16, 16))
+    assert m.config["iterations"] == 2 and m.iterations == 2 and m.feature_channels == [16, 16, 8]
+    assert json.loads(json.dumps(m.config)) == m.config
     assert M.build_model(**m.config).iterations == 2
     with pytest.raises(ConfigError, match="valid: .*iterations"):
         M.build_model("student", "tiny", "cs", 4, iteration=2)
@@ -262,7 +263,19 @@ def test_baseline_definitions():
     low = op.initial(y).abs()
     lowres = M.build_model("lowres", "none", "sr", 4)(y, op)
     torch.testing.assert_close(lowres[..., ::4, ::4], low, rtol=1e-5, atol=1e-5)
-    assert (M.build_model("bicubic", "none", "sr", 4)(y, op) >= 0).all()
+    bicubic = M.build_model("bicubic", "none", "sr", 4)(y, op)
+    assert (bicubic >= 0).all()
+    torch.testing.assert_close(bicubic[..., ::4, ::4], low, rtol=1e-4, atol=1e-4)  # interpolates, on the grid
+    # a smooth image (band-limited well inside the measured block): bicubic close to the truth,
+    # much closer than the half-pixel-centred F.interpolate would be (sampling geometry test)
+    r = torch.arange(64.0)
+    smooth = (torch.sin(2 * torch.pi * r / 64)[:, None] * torch.cos(2 * torch.pi * r / 64)[None] + 2)[None, None]
+    op64 = build_operator("sr", 4, (64, 64))
+    y64 = op64.forward(smooth.to(torch.complex64))
+    inner = (..., slice(8, -8), slice(8, -8))  # away from the border padding
+    err = (M.build_model("bicubic", "none", "sr", 4)(y64, op64) - smooth)[inner].abs().max()
+    naive = (torch.nn.functional.interpolate(op64.initial(y64).abs(), scale_factor=4, mode="bicubic") - smooth)
+    assert err < 0.03 and naive[inner].abs().max() > 5 * err, (err, naive[inner].abs().max())
     # a fully sampled cs acquisition: the zero-filled image is the image
     img = torch.rand(1, 1, 16, 16).to(torch.complex64)
     op1 = build_operator("cs", 1, (16, 16))
@@ -322,10 +335,15 @@ def test_cuda_matches_cpu_and_trains_under_autocast(kind):
     dev = torch.device("cuda")
     model = M.build_model(kind, "tiny", "cs", 4).eval()
     y, op = measurement("cs", 4, (40, 48))
-    with torch.no_grad():
-        ref = model(y, op)
-        model.to(dev)
-        out = model(y.to(dev), op.to(dev))
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # compare true float32
+    try:
+        with torch.no_grad():
+            ref = model(y, op)
+            model.to(dev)
+            out = model(y.to(dev), op.to(dev))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert out.device.type == "cuda" and out.dtype == torch.float32
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-3, atol=1e-3)
     model.train().to(memory_format=torch.channels_last)

@@ -7,9 +7,16 @@ Parameter-free baselines (:data:`BASELINES`, ``preset`` is ignored; they return 
   the band-limited (sinc) interpolation of the low-resolution image, at the full-resolution
   intensity scale (``A^H y == op.upsample(op.initial(y))``; no extra factor).
 * ``"lowres"`` -- ``sr`` only: the low-resolution magnitude ``|op.initial(y)|`` shown at full
-  size by pixel replication (nearest neighbour): what the low-resolution scan itself looks like.
-* ``"bicubic"`` -- ``sr`` only: ``F.interpolate(|op.initial(y)|, scale_factor=s, mode="bicubic",
-  align_corners=False)``, clamped at 0 (a magnitude cannot be negative; bicubic overshoots).
+  size by nearest-neighbour interpolation: what the low-resolution scan itself looks like.
+* ``"bicubic"`` -- ``sr`` only: bicubic interpolation of ``|op.initial(y)|``, clamped at 0 (a
+  magnitude cannot be negative; bicubic overshoots).
+
+Sampling geometry of both: with the centred FFT, low-resolution pixel ``i`` sits at full-resolution
+pixel ``i * s`` (``op.initial(y) == x[..., ::s, ::s]`` for a band-limited ``x``), so full-resolution
+pixel ``j`` is interpolated at low-resolution coordinate ``j / s`` (``F.grid_sample``, border
+padding). ``F.interpolate(..., scale_factor=s)`` assumes pixel *centres* instead and would shift the
+image by ``(s - 1) / 2`` pixels: on the demo validation slices that costs the bicubic baseline
+4.9 dB PSNR at x4 (21.5 vs 26.4 dB) and 3.8 dB at x2.
 
 ``lowres`` and ``bicubic`` have no meaning for ``cs`` (there is no low-resolution image) and
 raise :class:`~kdmri_lib.errors.ConfigError` there; :func:`baselines_for` lists the valid ones.
@@ -66,10 +73,21 @@ class Baseline(ReconModel):
         if self.name == "zero_filled":
             return magnitude(op.adjoint(y)), []
         low = magnitude(op.initial(y))
+        grid = sampling_grid(low, self.factor)
         if self.name == "lowres":
-            return F.interpolate(low, scale_factor=self.factor, mode="nearest"), []
-        up = F.interpolate(low, scale_factor=self.factor, mode="bicubic", align_corners=False)
+            return F.grid_sample(low, grid, mode="nearest", padding_mode="border", align_corners=False), []
+        up = F.grid_sample(low, grid, mode="bicubic", padding_mode="border", align_corners=False)
         return up.clamp_min(0.0), []
+
+
+def sampling_grid(low: torch.Tensor, s: int) -> torch.Tensor:
+    """``F.grid_sample`` grid ``(B, h*s, w*s, 2)`` that reads ``low`` (``(B, C, h, w)``) at
+    low-resolution coordinates ``j / s`` for full-resolution pixel ``j`` (the sr sampling grid)."""
+    B, _, h, w = low.shape
+    ys = ((torch.arange(h * s, device=low.device, dtype=torch.float32) / s + 0.5) / h) * 2 - 1
+    xs = ((torch.arange(w * s, device=low.device, dtype=torch.float32) / s + 0.5) / w) * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1).to(low.dtype).unsqueeze(0).expand(B, -1, -1, -1)
 
 
 class UnetBaseline(ReconModel):

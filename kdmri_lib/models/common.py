@@ -12,6 +12,8 @@ and returns the reconstructed **magnitude** image, ``float32 (B, 1, H, W)`` with
 ``(H, W) == op.shape``. ``model(y, op, return_features=True)`` returns ``(image, features)``
 where ``features`` is a ``list`` of ``(B, C_i, h_i, w_i)`` float maps (what each kind returns
 is documented on its class; ``model.feature_channels`` lists the ``C_i`` without a forward pass).
+Features keep their graph (distillation losses back-propagate through them) and come in the
+autocast dtype under autocast; the image is always float32.
 
 Input representation: every learned model starts from the complex image ``op.initial(y)``
 (``sr``: the low-resolution image; ``cs``: the zero-filled image) fed as two real channels
@@ -147,8 +149,9 @@ class ReconModel(nn.Module):
         self.preset = preset
         self.task, self.factor = check_task_factor(task, factor)
         self.hparams = dict(hparams or {})
+        overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()}
         self.config: dict[str, Any] = {"kind": self.kind, "preset": preset, "task": self.task,
-                                       "factor": self.factor, **(overrides or {})}
+                                       "factor": self.factor, **overrides}
 
     # -- to implement ---------------------------------------------------------------------------
     def reconstruct(self, y: torch.Tensor, op: Operator, return_features: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
