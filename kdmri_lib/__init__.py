@@ -7,8 +7,10 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
 
 Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
-Layering (nothing imports upward): ``errors`` -> ``device`` -> ``physics`` / ``masks`` ->
-``fastmri_format`` -> ``demo_data`` / ``data`` -> ``metrics``.
+Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device`` -> ``physics`` /
+``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` / ``real_data`` -> ``metrics`` ->
+``models`` -> ``losses`` -> ``distill`` -> ``train`` / ``reconstruct`` -> ``profile`` /
+``ablation`` -> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "errors", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "metrics",
-    "models", "losses", "train", "reconstruct", "profile", "viz", "widgets", "notebook", "real_data",
+    "errors", "atomic", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
+    "metrics", "models", "losses", "distill", "train", "reconstruct", "profile", "ablation", "viz", "widgets",
+    "lessons", "notebook",
 )
 
 

@@ -190,3 +190,25 @@ def table(rows: Sequence[Mapping[str, object]], digits: Optional[Mapping[str, in
         if col in df:
             df[col] = df[col].astype(float).round(d)
     return df
+
+
+def window_partitions(image, window: int = 8, shift: Optional[int] = None, size: float = 3.2):
+    """The low-resolution input with the Swin windows drawn on it: regular (left) and shifted by
+    ``shift`` (default ``window // 2``) tokens (right). One token = one pixel of the input."""
+    from matplotlib.patches import Rectangle
+
+    img = _np(image)
+    h, w = img.shape
+    shift = window // 2 if shift is None else shift
+    fig, axes = _figure(1, 2, size)
+    for ax, s, title in ((axes[0, 0], 0, f"windows of {window}x{window} tokens"),
+                         (axes[0, 1], shift, f"shifted by {shift} (next layer)")):
+        ax.imshow(img, cmap="gray")
+        for top in range(-s, h, window):
+            for left in range(-s, w, window):
+                ax.add_patch(Rectangle((left - 0.5, top - 0.5), window, window, fill=False, ec="yellow", lw=0.8))
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -180,6 +180,19 @@ class UnrolledStudent(ReconModel):
             cropped.append(crop_to(f, (math.ceil(H / r), math.ceil(W / r))))
         return x + channels_to_complex(res), cropped
 
+    @torch.no_grad()
+    def iterates(self, y: torch.Tensor, op: Operator) -> list[torch.Tensor]:
+        """The magnitude of every iterate ``[x_0, x_1, ..., x_K]`` (each ``(B, 1, H, W)``), for the
+        notebook: how the unrolled scheme refines the starting image step by step."""
+        y = self.check_inputs(y, op)
+        x = self.initial_estimate(y, op)
+        out = [magnitude(x)]
+        for k in range(self.iterations):
+            d, _ = self.denoise(x)
+            x = x - self.delta[k] * (op.data_grad(x, y) + self.eta[k] * (x - d))
+            out.append(magnitude(x))
+        return out
+
     def reconstruct(self, y: torch.Tensor, op: Operator, return_features: bool):
         x = self.initial_estimate(y, op)
         feats: list[torch.Tensor] = []
