@@ -421,6 +421,11 @@ def batch_operator(batch: dict, task: str, factor: int) -> Operator:
     return build_operator(task, factor, shape)
 
 
+def collate(samples: Sequence[dict]) -> dict:
+    """Batch a list of samples (``torch.utils.data.default_collate``: tensors stacked, strings listed)."""
+    return torch.utils.data.default_collate(list(samples))
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     """Move every tensor of a batch to ``device`` (non-blocking where possible)."""
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -212,3 +212,28 @@ def window_partitions(image, window: int = 8, shift: Optional[int] = None, size:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def attention_overlay(image, maps: Mapping[str, object], queries: Sequence[Sequence[int]], ncols: int = 3,
+                      size: float = 2.6):
+    """Attention maps drawn over the token-grid image: one panel per map, the query marked.
+
+    Args:
+        image: ``(h, w)`` image on the token grid (e.g. the low-resolution input).
+        maps: title -> ``(h, w)`` attention weights of one query (e.g. ``AttentionMaps.query``).
+        queries: ``(row, col)`` of each map's query, in the same order.
+    """
+    names = list(maps)
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = _figure(nrows, ncols, size)
+    img = _np(image)
+    for ax, name, (r, c) in zip(axes.flat, names, queries):
+        a = _np(maps[name])
+        ax.imshow(img, cmap="gray")
+        ax.imshow(np.ma.masked_where(a <= 0, a), cmap="magma", alpha=0.75)
+        ax.plot([c], [r], marker="+", color="cyan", ms=10, mew=2)
+        ax.set_title(name, fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
