@@ -35,3 +35,21 @@ def test_ci_runs_the_readme_test_command(repo_root):
     assert commands == ["make demo", "make test"], commands
     ci = (repo_root / ".ci" / "run").read_text()
     assert re.search(r"^make test\b", ci, re.M)
+
+
+def _names(specs):
+    import re as _re
+    return {_re.split(r"[<>=!~ \[]", s.strip(), 1)[0].lower().replace("_", "-") for s in specs}
+
+
+def test_conda_environments_list_the_same_dependencies(repo_root):
+    import tomllib
+
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"] + project["optional-dependencies"]["test"])
+    wanted = {"pytorch" if n == "torch" else n for n in wanted}
+    for env in ("environment.yml", "binder/environment.yml"):
+        lines = (repo_root / env).read_text().splitlines()
+        deps = [ln.strip()[2:] for ln in lines if ln.startswith("  - ")]
+        listed = _names(deps) - {"python", "pip"}
+        assert listed == wanted, (env, sorted(listed ^ wanted))
