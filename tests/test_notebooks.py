@@ -1,0 +1,93 @@
+"""Every notebook runs headless (papermill, small parameters) and leaves its files in run_dir;
+nbval re-runs the executed notebooks and compares the cells marked ``# NBVAL_CHECK_OUTPUT``.
+
+The notebooks run in order in one temporary ``run_dir``, as ``make demo`` chains them, so 03-05
+find the checkpoints of 02-04; 04 is also run alone in an empty ``run_dir`` (it must train its own
+teacher first).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdmri_lib.notebook import NOTEBOOKS, execute, notebooks_dir
+
+pytestmark = pytest.mark.slow
+
+#: small parameters: every notebook in well under a minute on 2 cores
+SMALL = {
+    "01_kspace_basics": {},
+    "02_vit_teacher": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2},
+    "03_cnn_student": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2,
+                       "profile_latency": False},
+    "04_distill": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2,
+                   "teacher_epochs": 1},
+    "05_evaluation": {"val_slices": 2, "profile_latency": False},
+}
+
+#: files each notebook must leave in run_dir
+EXPECTED = {
+    "01_kspace_basics": ["01_kspace_basics/aliasing.png", "01_kspace_basics/baselines.csv"],
+    "02_vit_teacher": ["teacher/best.pt", "teacher/last.pt", "teacher/history.csv", "teacher/reconstructions.png",
+                       "teacher/attention.png"],
+    "03_cnn_student": ["student/best.pt", "student/history.csv", "student/upsampling.png", "student/iterates.png",
+                       "student/reconstructions.png"],
+    "04_distill": ["distill/best.pt", "distill/history.csv", "distill/steps.csv", "distill/confidence.png"],
+    "05_evaluation": ["results.md", "results.json", "evaluation/boxplot.png", "evaluation/tradeoff.png",
+                      "evaluation/comparison.png"],
+}
+
+
+def _run(name: str, run_dir: Path, demo_dir: Path, out_dir: Path) -> Path:
+    src = notebooks_dir() / f"{name}.ipynb"
+    if not src.exists():
+        pytest.skip(f"{src.name} does not exist yet")
+    out = out_dir / f"{name}.ipynb"
+    params = {"data_dir": str(demo_dir), "run_dir": str(run_dir), **SMALL[name]}
+    execute(src, out, params, cwd=notebooks_dir())
+    nb = json.loads(out.read_text())
+    for cell in nb["cells"]:
+        for o in cell.get("outputs", []):
+            assert o.get("output_type") != "error", f"{name}: {o.get('ename')}: {o.get('evalue')}"
+            if o.get("output_type") == "stream" and o.get("name") == "stderr":
+                text = "".join(o.get("text", ""))
+                assert "Warning" not in text and "Traceback" not in text, f"{name}: stderr output: {text[:500]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    return {"run": tmp_path_factory.mktemp("run"), "out": tmp_path_factory.mktemp("executed")}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_and_writes_its_files(name, chain, demo_dir):
+    out = _run(name, chain["run"], demo_dir, chain["out"])
+    for rel in EXPECTED[name]:
+        assert (chain["run"] / rel).exists(), f"{name} did not write {rel}"
+    # nbval: re-run the executed notebook and compare the deterministic cells
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                          "--nbval-current-env", str(out)], capture_output=True, text=True, cwd=out.parent)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+
+
+def test_distill_notebook_runs_alone(tmp_path, demo_dir):
+    """papermill 04_distill.ipynb with no other notebook run first: it trains its own teacher."""
+    out = _run("04_distill", tmp_path / "run", demo_dir, tmp_path)
+    assert (tmp_path / "run" / "teacher" / "best.pt").exists()
+    assert (tmp_path / "run" / "distill" / "best.pt").exists()
+    assert out.exists()
+
+
+def test_parameter_validation_is_clear(tmp_path, demo_dir):
+    import papermill as pm
+
+    src = notebooks_dir() / "01_kspace_basics.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="notebook parameter 'task' must be one of"):
+        execute(src, tmp_path / "bad.ipynb", {"data_dir": str(demo_dir), "run_dir": str(tmp_path), "task": "mri"},
+                cwd=notebooks_dir())
