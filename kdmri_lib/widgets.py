@@ -7,8 +7,8 @@ fast on a 2-core CPU and renders the same in JupyterLab, classic Notebook and Co
 carries a plain ``image/png`` and ``text/plain`` copy of the current view, so headless runs
 (papermill, nbval, GitHub's notebook viewer) show the figure and the numbers too.
 
-The computations behind the widgets are plain functions (:func:`acquisition_view`), tested
-without any widget.
+The computations behind the widgets are plain functions (:func:`acquisition_view`,
+:func:`loss_view`), tested without any widget.
 """
 
 from __future__ import annotations
@@ -245,6 +245,156 @@ class MaskExplorer(_Explorer):
         self.metrics_html.value = (f"<b>{label}</b>: PSNR <b>{m['PSNR']:.2f} dB</b>, SSIM <b>{m['SSIM']:.4f}</b>, "
                                    f"NMSE {m['NMSE']:.4f} (realised {self.view['acceleration']:.2f}x)")
         return self.view
+
+
+def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
+    """Every distillation term on one batch, with its weight, maps and gradients (notebook 04).
+
+    Runs :func:`kdmri_lib.distill.distill_losses` with ``cfg`` (a ``DistillConfig``), then
+    back-propagates the student's total loss and (in correction mode) the teacher's, and reads
+    the gradient w.r.t. the student's output image and the gradient norms of both networks.
+    Nothing is updated: gradients are cleared afterwards.
+
+    Returns:
+        dict with ``terms`` (name -> value), ``weights`` (name -> effective weight), ``total``,
+        ``teacher_total`` (or None), ``grad_norm_student``, ``grad_norm_teacher``, and ``maps``:
+        ``student``, ``teacher``, ``target``, ``confidence`` and ``grad`` (``|dL/dS|``), each
+        ``(H, W)`` of the first sample.
+    """
+    from .distill import distill_losses
+
+    with single_thread():
+        params_s = [p for p in list(student.parameters()) + list(adapters.parameters()) if p.requires_grad]
+        params_t = [p for p in teacher.parameters()]
+        for p in params_s + params_t:
+            p.grad = None
+        t_req = [p.requires_grad for p in params_t]
+        for p in params_t:
+            p.requires_grad_(bool(cfg.correction))
+        try:
+            out = distill_losses(student, teacher, adapters, batch["y"], op, batch["target"], cfg,
+                                 teacher_grad=bool(cfg.correction))
+            s_img = out.maps["student"]
+            if s_img.requires_grad:
+                s_img.retain_grad()
+            out.total.backward(retain_graph=out.teacher_total is not None)
+            g_img = s_img.grad if s_img.grad is not None else torch.zeros_like(s_img)
+            gn_s = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params_s if p.grad is not None) + 0.0))
+            gn_t = 0.0
+            if out.teacher_total is not None:
+                for p in params_s:
+                    p.grad = None
+                out.teacher_total.backward()
+                gn_t = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params_t if p.grad is not None) + 0.0))
+        finally:
+            for p, r in zip(params_t, t_req):
+                p.requires_grad_(r)
+                p.grad = None
+            for p in params_s:
+                p.grad = None
+        first = lambda t: t.detach()[0, 0].float().cpu()  # noqa: E731
+        return {
+            "terms": {k: float(v) for k, v in out.terms.items()},
+            "weights": dict(out.weights),
+            "total": float(out.total),
+            "teacher_total": None if out.teacher_total is None else float(out.teacher_total),
+            "grad_norm_student": gn_s,
+            "grad_norm_teacher": gn_t,
+            "maps": {"student": first(out.maps["student"]), "teacher": first(out.maps["teacher"]),
+                     "target": first(batch["target"]), "confidence": first(out.maps["confidence"]),
+                     "grad": first(g_img).abs()},
+        }
+
+
+def loss_figure(view: dict, size: float = 2.3):
+    """Five panels: target, student, teacher, confidence weights (where the teacher teaches), |dL/dS|."""
+    fig, axes = _figure(1, 5, size)
+    m = view["maps"]
+    vmax = float(m["target"].max())
+    for ax, key, title in zip(axes[0], ("target", "student", "teacher"), ("target", "student S", "teacher T")):
+        ax.imshow(m[key].numpy(), cmap="gray", vmin=0, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+    axes[0, 3].imshow(m["confidence"].numpy(), cmap="viridis", vmin=0, vmax=1)
+    axes[0, 3].set_title(f"confidence w (mean {float(m['confidence'].mean()):.2f})", fontsize=9)
+    g = m["grad"].numpy()
+    axes[0, 4].imshow(g, cmap="magma", vmin=0, vmax=float(np.percentile(g, 99.5)) or None)
+    axes[0, 4].set_title("|dL/dS| (student's gradient)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class LossExplorer(_Explorer):
+    """Interactive distillation-loss explorer for notebook 04: switch terms on and off, change
+    their weights, and see on one batch the loss values, the confidence map and the gradient that
+    reaches the student (and the teacher, in correction mode).
+
+    Args:
+        student, teacher, adapters: the models (``kdmri_lib.models``) and feature adapters.
+        batch: one collated batch (``y``, ``target``, ...) on the models' device; ``op`` its operator.
+        cfg: the starting ``DistillConfig``.
+    """
+
+    css_class = "kdmri-loss-explorer"
+
+    def __init__(self, student, teacher, adapters, batch: dict, op, cfg, dpi: int = 96):
+        import dataclasses
+
+        w = _widgets()
+        self.student, self.teacher, self.adapters, self.batch, self.op = student, teacher, adapters, batch, op
+        self.base_cfg, self.dpi, self._replace = cfg, dpi, dataclasses.replace
+        style = {"description_width": "110px"}
+        lay = w.Layout(width="300px")
+
+        def slider(name, desc, maximum=2.0):
+            return w.FloatSlider(value=float(getattr(cfg, name)), min=0.0, max=maximum, step=0.05, description=desc,
+                                 continuous_update=False, readout_format=".2f", style=style, layout=lay)
+
+        self.sliders = {"w_kd": slider("w_kd", "output KD weight"), "w_feat": slider("w_feat", "feature weight"),
+                        "w_att": slider("w_att", "attention weight"), "w_edge": slider("w_edge", "edge weight")}
+        self.switches = {k: w.Checkbox(value=bool(getattr(cfg, k)), description=d, indent=False,
+                                       layout=w.Layout(width="170px"))
+                         for k, d in (("output_kd", "output KD"), ("feature_kd", "feature KD"),
+                                      ("attention_kd", "attention transfer"), ("edge", "edge loss"),
+                                      ("correction", "teacher correction"), ("dynamic", "dynamic weights"))}
+        self.confidence = w.ToggleButtons(options=["none", "hard", "soft"], value=cfg.confidence,
+                                          description="confidence", style={**style, "button_width": "70px"})
+        controls = list(self.sliders.values()) + [self.confidence] + list(self.switches.values())
+        self.last_update_s = float("nan")
+        self.view: dict = {}
+        self._build_box(controls, rows=[[self.sliders["w_kd"], self.sliders["w_feat"]],
+                                        [self.sliders["w_att"], self.sliders["w_edge"]],
+                                        [self.confidence], list(self.switches.values())],
+                        note="<small>Loss values and gradients of one batch; nothing is trained here. "
+                             "Confidence <i>w</i> is 0 where the teacher is no better than the student.</small>")
+        for c in controls:
+            c.observe(self._on_change, names="value")
+        self.update()
+
+    def config(self):
+        """The ``DistillConfig`` the controls describe."""
+        kw = {k: s.value for k, s in self.sliders.items()}
+        kw.update({k: c.value for k, c in self.switches.items()})
+        kw["confidence"] = self.confidence.value
+        return self._replace(self.base_cfg, **kw)
+
+    def _on_change(self, _change=None):
+        self.update()
+
+    def update(self) -> dict:
+        t0 = time.perf_counter()
+        cfg = self.config()
+        self.view = v = loss_view(self.student, self.teacher, self.adapters, self.batch, self.op, cfg)
+        self.png = fig_to_png(loss_figure(v), dpi=self.dpi)
+        self.image.value = self.png
+        self.last_update_s = time.perf_counter() - t0
+        terms = ", ".join(f"{k} {val:.4f}&times;{v['weights'].get(k, 1.0):.2f}" for k, val in v["terms"].items()
+                          if k != "kl")
+        teacher = (f" | teacher loss <b>{v['teacher_total']:.4f}</b>, |grad| {v['grad_norm_teacher']:.3g}"
+                   if v["teacher_total"] is not None else " | teacher frozen")
+        self.metrics_html.value = (f"student loss <b>{v['total']:.4f}</b> = {terms}; |grad| "
+                                   f"<b>{v['grad_norm_student']:.3g}</b>{teacher}; released KL term "
+                                   f"{v['terms'].get('kl', 0.0):.1f}")
+        return v
 
 
 def _strip_tags(html: str) -> str:
