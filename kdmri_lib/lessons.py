@@ -111,3 +111,9 @@ def data_consistency_steps(op: Operator, y: torch.Tensor, x0: torch.Tensor, targ
         rows.append({"step": k, "residual": float(r), "error": float(e)})
         x = x - step_size * op.data_grad(x, y)
     return rows
+
+
+def gradient(loss: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    """``d loss / d wrt`` (zeros where ``loss`` does not depend on ``wrt``); the graph is kept."""
+    (g,) = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(wrt) if g is None else g

@@ -237,3 +237,37 @@ def attention_overlay(image, maps: Mapping[str, object], queries: Sequence[Seque
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def step_curves(steps, keys: Optional[Sequence[str]] = None, smooth: int = 20, title: Optional[str] = None):
+    """Per-step training logs (a ``steps.csv`` path or a list of dicts): every loss term (left) and
+    every weight whose name starts with ``w_`` or equals ``dynamic`` (right), smoothed by a running
+    mean over ``smooth`` steps."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    df = pd.read_csv(steps) if isinstance(steps, (str, os.PathLike)) else pd.DataFrame(list(steps))
+    x = df["step"] if "step" in df else np.arange(len(df))
+    numeric = [c for c in df.columns if c not in ("step", "epoch") and pd.api.types.is_numeric_dtype(df[c])]
+    weights = [c for c in numeric if c.startswith("w_") or c in ("dynamic", "gamma", "confidence_mean")]
+    losses = [c for c in (keys or numeric) if c not in weights and c != "lr" and df[c].abs().sum() > 0]
+    fig = Figure(figsize=(10, 3.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    for c in losses:
+        ax1.plot(x, df[c].rolling(smooth, min_periods=1).mean(), label=c, lw=1)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("step")
+    ax1.set_title("loss terms (running mean)", fontsize=9)
+    ax1.legend(fontsize=7, ncol=2)
+    for c in weights:
+        ax2.plot(x, df[c], label=c, lw=1)
+    ax2.set_xlabel("step")
+    ax2.set_title("weights", fontsize=9)
+    if weights:
+        ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
