@@ -271,3 +271,45 @@ def step_curves(steps, keys: Optional[Sequence[str]] = None, smooth: int = 20, t
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def metric_boxplot(values: Mapping[str, Sequence[float]], metric: str = "PSNR", title: Optional[str] = None):
+    """Box plots of a per-slice metric for several methods (one box per method)."""
+    from matplotlib.figure import Figure
+
+    names = list(values)
+    fig = Figure(figsize=(max(4.0, 1.1 * len(names) + 1), 3.4))
+    ax = fig.subplots()
+    ax.boxplot([list(values[n]) for n in names], showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(metric + (" (dB)" if metric == "PSNR" else ""))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or f"per-slice {metric} on the held-out slices", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff(rows: Sequence[Mapping], x: str = "GFLOPs", y: str = "PSNR", size: str = "params",
+             title: Optional[str] = None):
+    """Quality against cost (the scatter of papers): one point per method, ``x`` on a log axis,
+    marker area proportional to ``size``; methods without cost (baselines) are drawn at the left."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 3.8))
+    ax = fig.subplots()
+    xs = [r.get(x) or 0.0 for r in rows]
+    positive = [v for v in xs if v > 0]
+    floor = min(positive) / 3 if positive else 1e-3
+    smax = max((r.get(size) or 0) for r in rows) or 1
+    for r, xv in zip(rows, xs):
+        xv = xv if xv > 0 else floor
+        area = 30 + 400 * (r.get(size) or 0) / smax
+        ax.scatter([xv], [r[y]], s=area, alpha=0.6)
+        ax.annotate(r.get("method", ""), (xv, r[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(x + (" (log; baselines at the left edge)" if positive and len(positive) < len(xs) else " (log)"))
+    ax.set_ylabel(y + (" (dB)" if y == "PSNR" else ""))
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"{y} against {x} (marker area: {size})", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,158 @@
+"""Collect, score and report every model of a run folder (notebook 05 and ``make demo``).
+
+A run folder (``run_dir``) holds what the notebooks train::
+
+    run_dir/teacher/best.pt          the ViT teacher (notebook 02)
+    run_dir/student/best.pt          the student trained alone (notebook 03)
+    run_dir/distill/best.pt          the distilled student (notebook 04)
+    run_dir/distill/teacher_last.pt  the teacher after correction while teaching (notebook 04)
+    run_dir/unet/best.pt             a fastMRI U-Net, if one was trained
+
+:func:`collect_methods` loads what exists next to the parameter-free baselines;
+:func:`summary_rows` scores them (fastMRI's metrics on the held-out slices, parameters, FLOPs and
+latency at 320 x 320); :func:`write_results` writes ``results.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .atomic import write_json, write_text
+
+#: (display name, checkpoint path inside run_dir), in the order of the results table
+CHECKPOINTS = (
+    ("U-Net (fastMRI)", "unet/best.pt"),
+    ("student alone", "student/best.pt"),
+    ("distilled student", "distill/best.pt"),
+    ("teacher", "teacher/best.pt"),
+    ("teacher (corrected)", "distill/teacher_last.pt"),
+)
+BASELINE_NAMES = {"zero_filled": "zero-filled", "lowres": "low-res (nearest)", "bicubic": "bicubic"}
+
+
+def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: str | torch.device = "cpu") -> dict:
+    """Baselines plus every checkpoint of :data:`CHECKPOINTS` found in ``run_dir`` (for this task).
+
+    Returns:
+        dict display name -> ``{"model": nn.Module, "source": str}`` (``source``: checkpoint path
+        relative to ``run_dir``, or ``"baseline"``).
+    """
+    from .models import baselines_for, build_model
+    from .train import load_model
+
+    run_dir = Path(run_dir)
+    out = {}
+    for b in baselines_for(task):
+        out[BASELINE_NAMES.get(b, b)] = {"model": build_model(b, "tiny", task, factor).to(device), "source": "baseline"}
+    for name, rel in CHECKPOINTS:
+        p = run_dir / rel
+        if p.exists():
+            model, _ = load_model(p, device=device, expect={"task": task, "factor": factor})
+            out[name] = {"model": model.eval(), "source": rel}
+    return out
+
+
+def score_methods(methods: Mapping[str, dict], data_dir, task: str, factor: int, device="cpu",
+                  val_slices: Optional[int] = None, split: str = "val", progress=None) -> dict:
+    """fastMRI's metrics of every method on the held-out split: name -> ``evaluate`` result."""
+    from .reconstruct import evaluate
+
+    scores = {}
+    for name, m in methods.items():
+        if progress:
+            progress(name)
+        scores[name] = evaluate(m["model"], data_dir, split, task, factor, device=device, val_slices=val_slices)
+    return scores
+
+
+def summary_rows(methods: Mapping[str, dict], scores: Mapping[str, dict], task: str, factor: int,
+                 shape: Sequence[int] = (320, 320), latency: bool = True, device="cpu", repeats: int = 3) -> list[dict]:
+    """One row per method: ``method``, ``source``, ``params``, ``GFLOPs`` and ``latency_ms`` at
+    ``shape`` (latency optional), and the mean ``PSNR``, ``SSIM``, ``NMSE`` of ``scores``."""
+    from .profile import count_params, model_flops, profile_model
+
+    rows = []
+    for name, m in methods.items():
+        model = m["model"]
+        params = count_params(model)
+        if getattr(model, "kind", None) in ("teacher", "student", "unet"):
+            gflops = model_flops(model.kind, model.preset, task, factor, shape, **_overrides(model)) / 1e9
+        else:
+            gflops = 0.0
+        row = {"method": name, "source": m["source"], "params": params, "GFLOPs": gflops}
+        if latency:
+            row["latency_ms"] = profile_model(model, task, factor, shape, device=device, repeats=repeats, warmup=1,
+                                              flops=False, budget_s=10.0)["latency_ms"]
+        means = scores[name]["means"]
+        row.update({k: means[k] for k in ("PSNR", "SSIM", "NMSE")})
+        rows.append(row)
+    return rows
+
+
+def _overrides(model) -> dict:
+    return {k: v for k, v in getattr(model, "config", {}).items() if k not in ("kind", "preset", "task", "factor")}
+
+
+def per_slice(scores: Mapping[str, dict], metric: str = "PSNR") -> dict[str, list[float]]:
+    """name -> list of per-slice values of ``metric`` (for box plots)."""
+    return {n: [s[metric] for s in r["per_slice"]] for n, r in scores.items()}
+
+
+def to_markdown(rows: Sequence[Mapping], shape: Sequence[int] = (320, 320)) -> str:
+    """The results table in Markdown."""
+    lat = any("latency_ms" in r for r in rows)
+    head = ["method", "params", f"GFLOPs ({shape[0]}x{shape[1]})"] + ([f"latency ms ({shape[0]}x{shape[1]})"] if lat else []) \
+        + ["PSNR (dB)", "SSIM", "NMSE"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"], f"{r['params'] / 1e6:.3f} M" if r["params"] else "0", f"{r['GFLOPs']:.2f}"]
+        if lat:
+            cells.append(f"{r['latency_ms']:.0f}" if r.get("latency_ms") is not None else "")
+        cells += [f"{r['PSNR']:.2f}", f"{r['SSIM']:.4f}", f"{r['NMSE']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(run_dir: str | os.PathLike, rows: Sequence[Mapping], meta: Mapping,
+                  shape: Sequence[int] = (320, 320)) -> tuple[Path, Path]:
+    """Write ``run_dir/results.md`` and ``run_dir/results.json`` (atomically)."""
+    run_dir = Path(run_dir)
+    md = [f"# kdmri results: {meta.get('task')} x{meta.get('factor')}", "",
+          f"Held-out slices of `{meta.get('data')}` ({meta.get('slices', '?')} slices), fastMRI's metrics "
+          f"(volume-wise PSNR/SSIM/NMSE, mean over volumes). Parameters and FLOPs of the models as trained; "
+          f"FLOPs and latency at {shape[0]}x{shape[1]} output on {meta.get('device', '?')}.", "", to_markdown(rows, shape), ""]
+    md_path = write_text(run_dir / "results.md", "\n".join(md))
+    json_path = write_json(run_dir / "results.json", {"meta": dict(meta), "rows": [dict(r) for r in rows]})
+    return md_path, json_path
+
+
+def natural_transfer(methods: Mapping[str, dict], image_dir, task: str, factor: int, device="cpu") -> list[dict]:
+    """Every method on the natural images of ``image_dir`` (e.g. the Set5 stand-in): one row per
+    (image, method) with PSNR / SSIM / NMSE (fastMRI's definitions on the single image)."""
+    from .data import NaturalImageDataset, batch_operator, collate, to_device
+    from .metrics import volume_metrics
+
+    ds = NaturalImageDataset(image_dir, task, factor)
+    rows = []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            b = to_device(collate([ds[i]]), device)
+            op = batch_operator(b, task, factor).to(device)
+            tgt = b["target"][0, 0].float().cpu().numpy()
+            for name, m in methods.items():
+                pred = m["model"](b["y"], op)[0, 0].float().cpu().numpy()
+                rows.append({"image": ds.files[i].stem, "method": name, **volume_metrics(tgt[None], pred[None])})
+    return rows
+
+
+def mean_by(rows: Sequence[Mapping], key: str, metrics: Sequence[str] = ("PSNR", "SSIM", "NMSE")) -> list[dict]:
+    """Average ``metrics`` of ``rows`` grouped by ``key`` (order of first appearance)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(r)
+    return [{key: k, **{m: float(np.mean([r[m] for r in v])) for m in metrics}} for k, v in groups.items()]
