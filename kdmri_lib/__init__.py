@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "errors", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "metrics",
-    "models", "losses", "train", "reconstruct", "profile", "viz", "widgets", "notebook", "real_data",
+    "models", "losses", "checkpoint", "distill", "train", "reconstruct", "ablation", "profile", "viz", "widgets", "notebook", "real_data",
 )
 
 
