@@ -18,7 +18,7 @@ LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 LAB_ARGS ?= --no-browser
 
-.PHONY: help install data demo test test-browser lab bench clean-venv
+.PHONY: help install data demo test test-browser lab bench bench-distill clean-venv
 
 help:
 	@echo "make demo         - install, build the demo data, run the notebooks into runs/demo/"
@@ -27,6 +27,7 @@ help:
 	@echo "make lab          - JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab in notebooks/, with this venv's kernel"
 	@echo "make data         - build the embedded demo data into $(DATA)/"
 	@echo "make bench        - profile the models (params / FLOPs / latency)"
+	@echo "make bench-distill - distillation ablation table (sr x4, tiny presets; BENCH_ARGS='--preset small --epochs 20' scales it)"
 
 install: $(STAMP)
 
@@ -93,6 +94,12 @@ lab: data
 
 bench: $(STAMP)
 	$(PY) -m kdmri_lib.profile --out runs/bench
+
+# trains every row (same seed and budget) and scores it with fastMRI's evaluate: runs/bench/ablation.{md,json,png}
+# (about 15 minutes on a 2-core CPU at the default budget; finished rows are reused, BENCH_ARGS=--force retrains)
+BENCH_ARGS ?=
+bench-distill: data
+	$(PY) -m kdmri_lib.ablation --out runs/bench --data $(DATA) $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "errors", "atomic", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
-    "metrics", "models", "losses", "distill", "train", "reconstruct", "profile", "ablation", "viz", "widgets",
-    "lessons", "results", "notebook",
+    "metrics", "models", "losses", "checkpoint", "distill", "train", "reconstruct", "profile", "ablation", "viz",
+    "widgets", "lessons", "results", "notebook",
 )
 
 

@@ -91,6 +91,18 @@ class MetricAggregator:
         self._metrics.push(gt, pred)
         self.count += 1
 
+    def push_values(self, values) -> None:
+        """Add one volume's precomputed metric values (a mapping with ``MSE``, ``NMSE``, ``PSNR``,
+        ``SSIM``, as fastMRI's ``METRIC_FUNCS`` compute them). Pushing the values of the same volumes
+        in the same order gives exactly the numbers of :meth:`push` (used to reduce metrics that
+        several processes computed)."""
+        missing = [k for k in self._metrics.metrics if k not in values]
+        if missing:
+            raise ValueError(f"push_values needs every metric ({', '.join(self._metrics.metrics)}); missing {missing}")
+        for k, stat in self._metrics.metrics.items():
+            stat.push(float(values[k]))
+        self.count += 1
+
     def means(self) -> dict[str, float]:
         return {k: _scalar(v) for k, v in self._metrics.means().items()}
 

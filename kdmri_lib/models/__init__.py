@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError, check_choice
+from .adapters import Adapters, pairing
 from .baselines import BASELINES, UNET_PRESETS, Baseline, UnetBaseline, baselines_for
 from .common import PRESETS, SR_SCALES, TASK_FACTORS, ReconModel, check_task_factor, magnitude
 from .reference import CHPNetLike
@@ -48,7 +49,7 @@ PRESET_TABLES = {"teacher": TEACHER_PRESETS, "student": STUDENT_PRESETS, "unet":
 __all__ = [
     "build_model", "registry", "ModelSpec", "MODEL_KINDS", "ALL_KINDS", "PRESETS", "BASELINES", "TASK_FACTORS",
     "SR_SCALES", "PRESET_TABLES", "ReconModel", "SwinTeacher", "UnrolledStudent", "UnetBaseline", "Baseline",
-    "CHPNetLike", "AttentionMaps", "baselines_for", "magnitude", "check_task_factor",
+    "CHPNetLike", "AttentionMaps", "baselines_for", "magnitude", "check_task_factor", "Adapters", "pairing",
 ]
 
 

@@ -1,0 +1,403 @@
+r"""Corrective heterogeneous distillation: configuration, state and one batch's losses.
+
+One function computes every term of one batch, for the training loop *and* for the notebook's
+interactive loss widget::
+
+    cfg = DistillConfig()                                   # the full method
+    adapters = Adapters.for_models(student, teacher)
+    lb = distill_losses(student, teacher, adapters, batch["y"], op, batch["target"], cfg)
+    lb.total.backward()                                     # the student's loss
+    lb.terms["kd"], lb.weights["kd"], lb.maps["confidence"]
+
+The student's loss (notation of :mod:`kdmri_lib.losses`; ``lambda`` the dynamic factor)::
+
+    L_S = w_rec * L1(S, x) + w_edge * edge(S, x)
+        + lambda * ( w_kd * mean(w ⊙ |S - T|) + w_feat * feat(adapt(F_S), F_T) + w_att * AT(F_S, F_T) )
+
+and, with ``correction``, the teacher's own loss (it keeps learning while it teaches, with its own
+optimiser): :func:`kdmri_lib.losses.teacher_correction_loss` = its reconstruction loss weighted
+``1 + t_error_focus`` where the student beats it, ``t_edge_weight`` x edge loss, and
+``t_feedback_weight`` x the feedback term that pulls its token maps towards the student's adapted
+features. Gradients never cross: the student's terms see the teacher detached, the teacher's terms
+see the student detached, so one ``backward()`` of ``L_S + L_T`` gives each model its own gradient.
+
+Switches (each piece can be turned off; :data:`ABLATION_ROWS` lists the ablation's configs):
+``output_kd``, ``feature_kd`` (adapters + channel-normalised MSE), ``attention_kd`` (spatial
+attention maps), ``edge``, ``confidence`` (``"none"`` | ``"hard"`` | ``"soft"``: the teacher teaches
+only where it is right), ``correction`` (the teacher learns), ``dynamic`` (``lambda`` from the
+student/teacher error ratio).
+
+Dynamic weighting: ``lambda = dynamic_weight(EMA(e_S), EMA(e_T))`` with ``e = mean|. - x|`` per
+batch and :attr:`DistillConfig.ema_decay`; see :func:`kdmri_lib.losses.dynamic_weight` (more
+teaching while the student lags, none once it is as good as the teacher). The EMA lives in a
+:class:`DistillState`, saved in checkpoints. Without dynamic weighting ``lambda = 1``.
+
+Distillation warm-up (``kd_warmup_steps``): the distillation weights ramp linearly from 0 to their
+value over the first steps of training (the state counts the steps), so that a fresh student first
+learns the reconstruction task from the ground truth.
+
+Terms that are switched off are still computed for the log when they are cheap (under
+``torch.no_grad()``, weight 0), so that every run logs the same columns; the released code's
+one-channel KL term is always logged: it is exactly 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from . import losses as L
+from .errors import ConfigError, check_choice, check_float, check_int
+from .models.adapters import Adapters
+
+__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "Adapters",
+           "gradient_norms", "unwrap"]
+
+CONFIDENCE_MODES = ("none", "hard", "soft")
+#: student loss terms (keys of ``LossBreakdown.terms`` / ``weights``) in log order
+STUDENT_TERMS = ("rec", "edge", "kd", "feat", "att")
+
+
+@dataclass
+class DistillConfig:
+    """Switches and weights of corrective distillation (the defaults are the full method).
+
+    Attributes:
+        output_kd: output distillation ``w ⊙ |S - T|``.
+        feature_kd: feature distillation through :class:`~kdmri_lib.models.adapters.Adapters`.
+        attention_kd: spatial attention-map transfer (raw student maps vs teacher token maps).
+        edge: Sobel edge loss of the student against the ground truth.
+        confidence: per-pixel teacher confidence ``w``: ``"none"`` (w = 1), ``"hard"``, ``"soft"``.
+        correction: the teacher keeps learning while teaching (its own optimiser, ``teacher_lr``);
+            ``False`` = frozen teacher (``eval()``, no gradient, never changes).
+        dynamic: scale the distillation terms by the error-ratio factor ``lambda``.
+        w_rec, w_edge, w_kd, w_feat, w_att: term weights (``>= 0``).
+        teacher_lr: learning rate of the teacher's AdamW in correction mode; ``None`` = 0.1 x the
+            student's learning rate.
+        t_edge_weight, t_error_focus, t_feedback_weight: the teacher-correction loss's
+            hyper-parameters (:func:`kdmri_lib.losses.teacher_correction_loss`); the feedback term
+            needs ``feature_kd`` (it uses the trained adapters) and is 0 without it.
+        ema_decay: decay of the error EMAs of dynamic weighting, in [0, 1).
+        kd_warmup_steps: linear ramp of the distillation weights over the first steps (0 = none).
+    """
+
+    output_kd: bool = True
+    feature_kd: bool = True
+    attention_kd: bool = True
+    edge: bool = True
+    confidence: str = "soft"
+    correction: bool = True
+    dynamic: bool = True
+    w_rec: float = 1.0
+    w_edge: float = 0.1
+    w_kd: float = 1.0
+    w_feat: float = 0.1
+    w_att: float = 1.0
+    teacher_lr: Optional[float] = None
+    t_edge_weight: float = 0.1
+    t_error_focus: float = 1.0
+    t_feedback_weight: float = 0.05
+    ema_decay: float = 0.9
+    kd_warmup_steps: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "DistillConfig":
+        for name in ("output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"distill.{name} must be True or False; got {getattr(self, name)!r}")
+        check_choice("distill.confidence", self.confidence, CONFIDENCE_MODES)
+        for name in ("w_rec", "w_edge", "w_kd", "w_feat", "w_att", "t_edge_weight", "t_error_focus", "t_feedback_weight"):
+            setattr(self, name, check_float(f"distill.{name}", getattr(self, name), minimum=0.0))
+        if self.teacher_lr is not None:
+            self.teacher_lr = check_float("distill.teacher_lr", self.teacher_lr, minimum=0.0, strict_min=True)
+        self.ema_decay = check_float("distill.ema_decay", self.ema_decay, minimum=0.0)
+        if self.ema_decay >= 1.0:
+            raise ConfigError(f"distill.ema_decay must be < 1; got {self.ema_decay}")
+        self.kd_warmup_steps = check_int("distill.kd_warmup_steps", self.kd_warmup_steps, minimum=0)
+        return self
+
+    @property
+    def uses_teacher_features(self) -> bool:
+        return self.feature_kd or self.attention_kd
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DistillConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown distill option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**dict(d))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "DistillConfig":
+        """The config of an ablation row (:data:`ABLATION_ROWS`), e.g. ``"kd_vanilla"``, ``"full"``."""
+        check_choice("distill preset", name, tuple(ABLATION_ROWS))
+        return cls(**{**ABLATION_ROWS[name], **overrides})
+
+
+_VANILLA = dict(output_kd=True, feature_kd=True, attention_kd=True, edge=False, confidence="none",
+                correction=False, dynamic=False)
+#: the distillation rows of the ablation, cumulative: vanilla KD (frozen teacher, output + feature
+#: distillation — feature = adapters + attention maps), then + edge, + confidence weights,
+#: + teacher correction, + dynamic weighting (= the full method, :class:`DistillConfig` defaults).
+ABLATION_ROWS: dict[str, dict] = {
+    "kd_vanilla": dict(_VANILLA),
+    "kd_edge": {**_VANILLA, "edge": True},
+    "kd_confidence": {**_VANILLA, "edge": True, "confidence": "soft"},
+    "kd_correction": {**_VANILLA, "edge": True, "confidence": "soft", "correction": True},
+    "kd_dynamic": {**_VANILLA, "edge": True, "confidence": "soft", "correction": True, "dynamic": True},
+}
+ABLATION_ROWS["full"] = ABLATION_ROWS["kd_dynamic"]
+
+
+class DistillState:
+    """Running state of distillation: error EMAs (dynamic weighting) and the step count (warm-up).
+
+    ``state_dict()`` is plain data (floats / ints / None) for checkpoints.
+    """
+
+    def __init__(self, ema_decay: float = 0.9):
+        self.student_error = L.EMA(ema_decay)
+        self.teacher_error = L.EMA(ema_decay)
+        self.steps = 0
+
+    def update(self, e_student: float, e_teacher: float) -> float:
+        """Push one batch's mean absolute errors; return the dynamic factor ``lambda``."""
+        es = self.student_error.update(e_student)
+        et = self.teacher_error.update(e_teacher)
+        return L.dynamic_weight(es, et)
+
+    @property
+    def factor(self) -> float:
+        """``lambda`` from the current EMAs (1.0 before any update)."""
+        if self.student_error.value is None or self.teacher_error.value is None:
+            return 1.0
+        return L.dynamic_weight(self.student_error.value, self.teacher_error.value)
+
+    def state_dict(self) -> dict:
+        return {"student_error": self.student_error.state_dict(), "teacher_error": self.teacher_error.state_dict(),
+                "steps": int(self.steps)}
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        self.student_error.load_state_dict(dict(d["student_error"]))
+        self.teacher_error.load_state_dict(dict(d["teacher_error"]))
+        self.steps = int(d.get("steps", 0))
+
+
+@dataclass
+class LossBreakdown:
+    """One batch's distillation losses.
+
+    Attributes:
+        total: the student's loss (scalar tensor with graph; backward it for the student).
+        terms: unweighted terms ``rec, edge, kd, feat, att`` (with graph where enabled) and the
+            released ``kl`` (always exactly 0), scalar tensors.
+        weights: effective weight of each student term in ``total`` (incl. the dynamic factor and
+            the warm-up ramp; 0 for a switched-off term).
+        maps: detached ``(B, 1, H, W)`` maps: ``confidence`` (w), ``student``, ``teacher``,
+            ``student_error`` ``|S - x|``, ``teacher_error`` ``|T - x|``.
+        teacher_total: the teacher-correction loss (graph to the teacher when ``teacher_grad``),
+            or None without correction.
+        teacher_terms: ``rec``, ``edge``, ``feedback``, ``wrong_fraction`` (detached) of the teacher.
+        dynamic: the dynamic factor ``lambda`` used (1.0 without dynamic weighting).
+        warmup: the warm-up ramp factor used (1.0 after warm-up).
+        student_error, teacher_error: batch mean absolute errors.
+    """
+
+    total: torch.Tensor
+    terms: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    maps: dict = field(default_factory=dict)
+    teacher_total: Optional[torch.Tensor] = None
+    teacher_terms: dict = field(default_factory=dict)
+    dynamic: float = 1.0
+    warmup: float = 1.0
+    student_error: float = 0.0
+    teacher_error: float = 0.0
+
+    def log_dict(self) -> dict[str, float]:
+        """Flat floats for the step log: ``loss``, each term, ``w_<term>``, ``dynamic``, ... ``t_*``."""
+        d: dict[str, float] = {"loss": float(self.total.detach())}
+        for k, v in self.terms.items():
+            d[k] = float(v.detach())
+        for k, v in self.weights.items():
+            d[f"w_{k}"] = float(v)
+        d["dynamic"] = float(self.dynamic)
+        d["warmup"] = float(self.warmup)
+        d["confidence_mean"] = float(self.maps["confidence"].float().mean()) if "confidence" in self.maps else 1.0
+        d["e_student"] = float(self.student_error)
+        d["e_teacher"] = float(self.teacher_error)
+        if self.teacher_total is not None:
+            d["t_loss"] = float(self.teacher_total.detach())
+            for k, v in self.teacher_terms.items():
+                d[f"t_{k}"] = float(v)
+        return d
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def _amp_ctx(device: torch.device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    from .device import autocast
+
+    return autocast(device, True)
+
+
+def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn.Module], y: torch.Tensor, op,
+                   target: torch.Tensor, cfg: Optional[DistillConfig] = None, state: Optional[DistillState] = None,
+                   teacher_grad: bool = False, amp: bool = False) -> LossBreakdown:
+    """Every distillation term of one batch (see the module docstring).
+
+    Args:
+        student: the CNN student (or its DDP wrapper): ``student(y, op, return_features=True)``.
+        teacher: the ViT teacher (or its DDP wrapper).
+        adapters: :class:`Adapters` (or DDP wrapper) from the student's maps to the teacher's;
+            may be None when ``feature_kd`` is off.
+        y, op, target: measurement ``(B, 1, h, w)`` complex, its operator, ground truth
+            ``(B, 1, H, W)`` float32 (normalised as the datasets yield them).
+        cfg: the switches and weights (default: the full method).
+        state: running :class:`DistillState` (EMA of the errors, step count); updated in place. None:
+            a fresh one (the dynamic factor then comes from this batch alone; no warm-up ramp).
+        teacher_grad: run the teacher with gradients and return ``teacher_total`` with its graph
+            (the training loop in correction mode). False: teacher under ``torch.no_grad()``.
+        amp: run the forward passes under the device's autocast (CUDA bf16/fp16).
+
+    Returns:
+        a :class:`LossBreakdown`. Works with gradients on or under ``torch.no_grad()``.
+    """
+    cfg = cfg or DistillConfig()
+    fresh_state = state is None
+    state = state or DistillState(cfg.ema_decay)
+    x = target.float()
+    device = y.device
+
+    with _amp_ctx(device, amp):
+        S, fs = student(y, op, return_features=True)
+        tctx = contextlib.nullcontext() if teacher_grad else torch.no_grad()
+        with tctx:
+            T, ft = teacher(y, op, return_features=True)
+    S, T = S.float(), T.float()
+    fs = [f.float() for f in fs]
+    ft = [f.float() for f in ft]
+    T_det = T.detach()
+    ft_det = [f.detach() for f in ft]
+
+    # ---- errors, dynamic factor, warm-up ------------------------------------------------------
+    with torch.no_grad():
+        err_s = (S - x).abs()
+        err_t = (T_det - x).abs()
+        e_s, e_t = float(err_s.mean()), float(err_t.mean())
+    lam = state.update(e_s, e_t) if cfg.dynamic else 1.0
+    if cfg.kd_warmup_steps > 0 and not fresh_state:
+        ramp = min(1.0, (state.steps + 1) / cfg.kd_warmup_steps)
+    else:
+        ramp = 1.0
+    state.steps += 1
+
+    # ---- student terms ------------------------------------------------------------------------
+    terms: dict[str, torch.Tensor] = {}
+    weights: dict[str, float] = {}
+    terms["rec"] = L.reconstruction_loss(S, x)
+    weights["rec"] = cfg.w_rec
+    if cfg.edge:
+        terms["edge"] = L.edge_loss(S, x)
+    else:
+        with torch.no_grad():
+            terms["edge"] = L.edge_loss(S.detach(), x)
+    weights["edge"] = cfg.w_edge if cfg.edge else 0.0
+
+    w_map = L.confidence_weights(S.detach(), T_det, x, cfg.confidence)
+    if cfg.output_kd:
+        terms["kd"] = L.output_distillation(S, T_det, w_map)
+    else:
+        with torch.no_grad():
+            terms["kd"] = L.output_distillation(S.detach(), T_det, w_map)
+    weights["kd"] = cfg.w_kd * lam * ramp if cfg.output_kd else 0.0
+
+    adapted: list[torch.Tensor] = []
+    if adapters is not None and ft:
+        sizes = [tuple(f.shape[-2:]) for f in ft]
+        if cfg.feature_kd:
+            adapted = adapters(fs, sizes)
+            terms["feat"] = L.feature_distillation(adapted, ft_det)
+        else:
+            with torch.no_grad():
+                terms["feat"] = L.feature_distillation(adapters([f.detach() for f in fs], sizes), ft_det)
+        weights["feat"] = cfg.w_feat * lam * ramp if cfg.feature_kd else 0.0
+    elif cfg.feature_kd:
+        raise ConfigError("feature_kd is on but no adapters were given; build them with Adapters.for_models(student, teacher)")
+
+    if fs and ft:
+        paired = unwrap(adapters).pair_student(fs) if adapters is not None else _default_pairs(fs, ft)
+        if cfg.attention_kd:
+            terms["att"] = L.attention_transfer(paired, ft_det)
+        else:
+            with torch.no_grad():
+                terms["att"] = L.attention_transfer([p.detach() for p in paired], ft_det)
+        weights["att"] = cfg.w_att * lam * ramp if cfg.attention_kd else 0.0
+
+    with torch.no_grad():
+        terms["kl"] = L.released_kl_term(S.detach(), T_det)
+
+    total = S.new_zeros(())
+    for k in STUDENT_TERMS:
+        if k in terms and weights.get(k, 0.0) > 0:
+            total = total + weights[k] * terms[k]
+
+    # ---- teacher correction -------------------------------------------------------------------
+    teacher_total = None
+    teacher_terms: dict[str, float] = {}
+    if cfg.correction:
+        use_fb = cfg.feature_kd and bool(adapted) and cfg.t_feedback_weight > 0
+        tl = L.teacher_correction_loss(
+            T if teacher_grad else T_det, S.detach(), x,
+            teacher_feats=(ft if teacher_grad else ft_det) if use_fb else (),
+            adapted_student=[a.detach() for a in adapted] if use_fb else (),
+            edge_weight=cfg.t_edge_weight, error_focus=cfg.t_error_focus,
+            feedback_weight=cfg.t_feedback_weight if use_fb else 0.0)
+        teacher_total = tl["loss"]
+        teacher_terms = {k: float(tl[k]) for k in ("rec", "edge", "feedback", "wrong_fraction")}
+
+    maps = {"confidence": w_map.detach(), "student": S.detach(), "teacher": T_det,
+            "student_error": err_s, "teacher_error": err_t}
+    return LossBreakdown(total=total, terms=terms, weights=weights, maps=maps, teacher_total=teacher_total,
+                         teacher_terms=teacher_terms, dynamic=float(lam), warmup=float(ramp),
+                         student_error=e_s, teacher_error=e_t)
+
+
+def _default_pairs(fs, ft):
+    from .models.adapters import pairing
+
+    return [fs[i] for i in pairing(len(ft), len(fs))]
+
+
+def gradient_norms(breakdown: LossBreakdown, module: nn.Module) -> dict[str, float]:
+    """L2 norm of the gradient of each *weighted* student term w.r.t. ``module``'s parameters
+    (for the notebook's loss widget; needs a breakdown computed with gradients). Terms with weight
+    0 or without a graph give 0.0."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    out = {}
+    for k in STUDENT_TERMS:
+        t = breakdown.terms.get(k)
+        w = breakdown.weights.get(k, 0.0)
+        if t is None or w == 0 or not t.requires_grad:
+            out[k] = 0.0
+            continue
+        grads = torch.autograd.grad(w * t, params, retain_graph=True, allow_unused=True)
+        sq = [g.float().pow(2).sum() for g in grads if g is not None]
+        out[k] = float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+    return out
