@@ -271,22 +271,31 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         t_req = [p.requires_grad for p in params_t]
         for p in params_t:
             p.requires_grad_(bool(cfg.correction))
+        captured: list = []
+
+        def keep_output(_module, _inputs, output):
+            img = output[0] if isinstance(output, tuple) else output
+            if img.requires_grad:
+                img.retain_grad()
+            captured.append(img)
+
+        hook = student.register_forward_hook(keep_output)
         try:
             out = distill_losses(student, teacher, adapters, batch["y"], op, batch["target"], cfg,
                                  teacher_grad=bool(cfg.correction))
-            s_img = out.maps["student"]
-            if s_img.requires_grad:
-                s_img.retain_grad()
+            hook.remove()
             out.total.backward(retain_graph=out.teacher_total is not None)
-            g_img = s_img.grad if s_img.grad is not None else torch.zeros_like(s_img)
+            s_img = captured[-1] if captured else None
+            g_img = s_img.grad if (s_img is not None and s_img.grad is not None) else torch.zeros_like(out.maps["student"])
             gn_s = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params_s if p.grad is not None) + 0.0))
             gn_t = 0.0
-            if out.teacher_total is not None:
+            if out.teacher_total is not None and out.teacher_total.requires_grad:
                 for p in params_s:
                     p.grad = None
                 out.teacher_total.backward()
                 gn_t = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params_t if p.grad is not None) + 0.0))
         finally:
+            hook.remove()
             for p, r in zip(params_t, t_req):
                 p.requires_grad_(r)
                 p.grad = None
@@ -294,7 +303,7 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
                 p.grad = None
         first = lambda t: t.detach()[0, 0].float().cpu()  # noqa: E731
         return {
-            "terms": {k: float(v) for k, v in out.terms.items()},
+            "terms": {k: float(v.detach()) for k, v in out.terms.items()},
             "weights": dict(out.weights),
             "total": float(out.total),
             "teacher_total": None if out.teacher_total is None else float(out.teacher_total),
