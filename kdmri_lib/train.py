@@ -1001,5 +1001,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
+# --------------------------------------------------------------------------------------------
+# the pieces of a training loop, for notebooks that write one out by hand
+# --------------------------------------------------------------------------------------------
+
+def make_loader(dataset, batch_size: int = 8, seed: int = 0, shuffle: bool = True, num_workers: int = 0) -> DataLoader:
+    """A DataLoader over ``dataset`` with a seeded shuffle (the lesson loop of notebook 02; ``fit``
+    builds its own, resumable, loader)."""
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    return DataLoader(dataset, batch_size=check_int("batch_size", batch_size, minimum=1), shuffle=shuffle,
+                      generator=g, drop_last=True, num_workers=num_workers)
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``model`` (what ``fit`` uses)."""
+    lr = check_float("lr", lr, minimum=0.0, strict_min=True)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+
+
 if __name__ == "__main__":
     sys.exit(main())
