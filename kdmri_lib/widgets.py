@@ -305,8 +305,8 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         return {
             "terms": {k: float(v.detach()) for k, v in out.terms.items()},
             "weights": dict(out.weights),
-            "total": float(out.total),
-            "teacher_total": None if out.teacher_total is None else float(out.teacher_total),
+            "total": float(out.total.detach()),
+            "teacher_total": None if out.teacher_total is None else float(out.teacher_total.detach()),
             "grad_norm_student": gn_s,
             "grad_norm_teacher": gn_t,
             "maps": {"student": first(out.maps["student"]), "teacher": first(out.maps["teacher"]),
