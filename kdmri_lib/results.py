@@ -156,3 +156,63 @@ def mean_by(rows: Sequence[Mapping], key: str, metrics: Sequence[str] = ("PSNR",
     for r in rows:
         groups.setdefault(r[key], []).append(r)
     return [{key: k, **{m: float(np.mean([r[m] for r in v])) for m in metrics}} for k, v in groups.items()]
+
+
+def _read_ablation(folder: Path) -> Optional[dict]:
+    import json
+
+    p = folder / "ablation.json"
+    if not p.exists():
+        return None
+    rows = json.loads(p.read_text())
+    meta_p = folder / "ablation_meta.json"
+    meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
+    if isinstance(rows, dict):                         # {"rows": [...], "meta": {...}}
+        meta = rows.get("meta", meta)
+        rows = rows["rows"]
+    return {"rows": rows, "meta": meta, "source": str(p)}
+
+
+def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, factor: int, preset: str = "tiny",
+                         epochs: int = 1, steps_per_epoch: Optional[int] = 60, data_dir="data/demo",
+                         device: str = "auto", seed: int = 0, val_slices: Optional[int] = None) -> Optional[dict]:
+    """The distillation ablation for notebook 05.
+
+    Uses ``ablation_dir/ablation.json`` (``make bench-distill``) when it exists for this task and
+    factor; else ``fallback_dir/ablation.json`` of an earlier small run; else, with ``run=True``,
+    runs :func:`kdmri_lib.ablation.run` into ``fallback_dir`` with the given (small) budget.
+
+    Returns:
+        dict with ``rows`` (table rows: label, params, GFLOPs, PSNR, SSIM, NMSE, train_s),
+        ``source`` (the JSON file) and ``budget`` (a sentence), or None when there is no table.
+    """
+    def matches(found: Optional[dict]) -> bool:
+        if found is None:
+            return False
+        s = found["meta"].get("settings", {})
+        return not s or (s.get("task") == task and int(s.get("factor", factor)) == int(factor))
+
+    found = None
+    for folder in (Path(ablation_dir), Path(fallback_dir)):
+        cand = _read_ablation(folder)
+        if matches(cand):
+            found = cand
+            break
+    if found is None and run:
+        from .ablation import AblationSettings
+        from .ablation import run as run_ablation
+
+        s = AblationSettings(out=str(fallback_dir), data=str(data_dir), task=task, factor=factor, preset=preset,
+                             epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
+                             val_slices=val_slices, progress=False)
+        run_ablation(s)
+        found = _read_ablation(Path(fallback_dir))
+    if found is None:
+        return None
+    s = found["meta"].get("settings", {})
+    budget = (f"{s.get('epochs')} epochs x {s.get('steps_per_epoch')} steps, batch {s.get('batch_size')}, "
+              f"{s.get('preset')} presets, seed {s.get('seed')}" if s else "settings in ablation.md")
+    rows = [{"row": r.get("label", r.get("name")), "params": r.get("params"), "GFLOPs": r.get("GFLOPs"),
+             "PSNR": r.get("PSNR"), "SSIM": r.get("SSIM"), "NMSE": r.get("NMSE"),
+             "train_s": r.get("train_time_s")} for r in found["rows"]]
+    return {"rows": rows, "source": found["source"], "budget": budget}
