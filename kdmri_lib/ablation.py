@@ -76,7 +76,8 @@ RUN_ORDER = ("zero_filled", "lowres", "bicubic", "unet", "student", "teacher", "
 #: the teacher trains this many times the rows' epochs unless --teacher-epochs is given
 TEACHER_BUDGET = 3
 #: settings that do not change what a finished row computed
-_IGNORED = ("resume", "epoch_limit", "progress", "verbose", "log_every", "device", "num_workers", "val_batch_size")
+_IGNORED = ("resume", "epoch_limit", "progress", "verbose", "log_every", "device", "num_workers", "val_batch_size",
+            "out_dir")
 
 
 @dataclass
@@ -172,6 +173,8 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
     device = get_device(s.device)
     what_of = {n: w for n, _, w in ROWS}
     label_of = {n: lab for n, lab, _ in ROWS}
+    if teacher_epochs(s) != s.epochs:
+        label_of["teacher"] = f"teacher (Swin ViT, {teacher_epochs(s)} epochs)"
     order = [n for n in RUN_ORDER if n in wanted]
     results: dict[str, dict] = {}
     t_all = time.perf_counter()
@@ -207,7 +210,8 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
             train_time = float(sum(h.get("seconds", 0.0) for h in hist))
             kind = model.kind
             params, gflops = _row_model_info(kind, model.preset, s.task, s.factor, shape)
-            extra = {"epochs": int(ck["epoch"]), "steps": int(ck["global_step"]), "kind": kind, "preset": model.preset}
+            extra = {"epochs": int(ck["epoch"]), "steps": int(ck["global_step"]), "kind": kind, "preset": model.preset,
+                     "last_val_PSNR": hist[-1]["val_PSNR"] if hist else None}
             if what == "distill":
                 extra["teacher_checkpoint"] = str(cfg.teacher_checkpoint)
                 if hist and "teacher_val_PSNR" in hist[-1]:
@@ -257,10 +261,12 @@ def comparisons(rows: Sequence[dict]) -> list[str]:
             lines.append(f"{by[ref]['label']} vs zero-filled: {by[ref]['PSNR'] - by['zero_filled']['PSNR']:+.3f} dB")
     if "student" in by and "teacher" in by:
         lines.append(f"teacher vs student alone: {by['teacher']['PSNR'] - by['student']['PSNR']:+.3f} dB")
+    t_before = by.get("teacher", {}).get("last_val_PSNR")
     for r in rows:
         if "corrected_teacher_val_PSNR" in r:
-            lines.append(f"{r['name']}: the corrected teacher ends at {r['corrected_teacher_val_PSNR']:.3f} dB on the "
-                         f"per-epoch validation slices (the teacher row, on the same slices: see {r['name']}/history.csv)")
+            before = f"from {t_before:.3f} dB " if t_before is not None else ""
+            lines.append(f"{r['name']}: teacher correction moved the teacher {before}to "
+                         f"{r['corrected_teacher_val_PSNR']:.3f} dB (the per-epoch validation slices of the training runs)")
     return lines
 
 

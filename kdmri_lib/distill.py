@@ -34,9 +34,10 @@ teaching while the student lags, none once it is as good as the teacher). The EM
 
 Balanced feature terms (``balance``, default on): the feature and attention terms (and the
 teacher's feedback term) are channel-normalised MSEs of order 1, while the L1 losses of the images
-are of order 0.01-0.1; a fixed weight would let them dominate (measured: with ``w_feat = 0.1`` the
-feature term was ~4x the student's L1 loss, and the teacher's feedback term at weight 0.05 ~3x its
-own L1 loss, which pulled the corrected teacher down by 0.45 dB). With ``balance`` their effective
+are of order 0.01-0.1; a fixed weight would let them dominate (measured on the demo data, sr x4: with
+``w_feat = 0.1`` the feature term was 3-4x the student's L1 loss, and the teacher's feedback term at
+weight 0.05 ~3x its own L1 loss; in that run, with ``t_error_focus = 1`` as well, the corrected
+teacher lost 0.45 dB of validation PSNR). With ``balance`` their effective
 weight is ``w * EMA(L1) / EMA(term)`` (running magnitudes in the :class:`DistillState`, the factor
 itself carries no gradient), so ``w_feat = 0.1`` means "10 % of the reconstruction loss".
 
@@ -236,7 +237,8 @@ class LossBreakdown:
             ``student_error`` ``|S - x|``, ``teacher_error`` ``|T - x|``.
         teacher_total: the teacher-correction loss (graph to the teacher when ``teacher_grad``),
             or None without correction.
-        teacher_terms: ``rec``, ``edge``, ``feedback``, ``wrong_fraction`` (detached) of the teacher.
+        teacher_terms: ``rec``, ``edge``, ``feedback``, ``wrong_fraction`` of the teacher and the
+            effective feedback weight ``w_feedback`` (floats).
         dynamic: the dynamic factor ``lambda`` used (1.0 without dynamic weighting).
         warmup: the warm-up ramp factor used (1.0 after warm-up).
         student_error, teacher_error: batch mean absolute errors.
