@@ -53,7 +53,7 @@ from .atomic import atomic_write, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
 from .distill import ABLATION_ROWS, DistillConfig
 from .errors import ConfigError, KdmriError
-from .train import TrainConfig, fit
+from .train import TrainConfig, TrainingInterrupted, fit
 
 #: (name, label, what) in table order; ``what`` is a baseline kind, a training mode, or "distill"
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -177,6 +177,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
         label_of["teacher"] = f"teacher (Swin ViT, {teacher_epochs(s)} epochs)"
     order = [n for n in RUN_ORDER if n in wanted]
     results: dict[str, dict] = {}
+    reused: list[str] = []
     t_all = time.perf_counter()
     for i, name in enumerate(order, 1):
         what = what_of[name]
@@ -198,6 +199,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
                 shutil.rmtree(row_dir)
             state = _finished(cfg)
             if state:
+                reused.append(name)
                 log(f"{head} finished run found, not retrained ({row_dir})")
             else:
                 log(f"{head} training {cfg.mode} ({cfg.epochs} epochs"
@@ -233,7 +235,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
             "device": describe(device), "torch": str(torch.__version__), "machine": platform.machine(),
             "wall_time_s": round(time.perf_counter() - t_all, 1), "val_dir": str(val_dir),
             "val_volumes": len(val_ds.volumes()), "val_slices": len(val_ds), "slice_shape": list(shape),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "teacher_epochs": teacher_epochs(s)}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "teacher_epochs": teacher_epochs(s), "reused": reused}
     write_json(out / "ablation.json", rows)
     write_text(out / "ablation.md", to_markdown(rows, meta))
     figure(rows, out / "ablation.png")
@@ -293,7 +295,10 @@ def to_markdown(rows: Sequence[dict], meta: dict) -> str:
         lines += ["", "Measured differences (same seed and budget; one seed, so differences of a few hundredths "
                       "of a dB are within run-to-run noise):", ""] + [f"* {c}" for c in cmp_lines]
     lines += ["", f"Command: `{meta['command'] or 'kdmri_lib.ablation.run(...)'}`  ",
-              f"Wall time: {meta['wall_time_s']:.0f} s; {meta['date']}; torch {meta['torch']}.", ""]
+              f"Wall time of this invocation: {meta['wall_time_s']:.0f} s"
+              + (f" ({len(meta['reused'])} learned row(s) reused from an earlier invocation with the same settings: "
+                 f"{', '.join(meta['reused'])}; their train times are those of the original runs)" if meta["reused"] else "")
+              + f"; {meta['date']}; torch {meta['torch']}.", ""]
     return "\n".join(lines)
 
 
@@ -377,6 +382,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         run(s, log=lambda m: print(m, flush=True), command=" ".join(["python -m kdmri_lib.ablation", *map(shlex.quote, argv)]))
         return 0
+    except TrainingInterrupted as e:
+        print(f"{e}\n[ablation] interrupted: run the same command again to resume (finished rows are reused)",
+              file=sys.stderr)
+        return 130
     except KdmriError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
