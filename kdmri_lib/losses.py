@@ -181,6 +181,15 @@ class EMA:
         self.decay, self.value = d["decay"], d["value"]
 
 
+def feedback_loss(teacher_feats: Sequence[torch.Tensor], adapted_student: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The teacher's feedback term: mean over pairs of the MSE between the teacher's channel-normalised
+    token maps and the (detached) adapted student features. Gradients reach the teacher only."""
+    if len(teacher_feats) != len(adapted_student) or not teacher_feats:
+        raise ValueError(f"feedback_loss needs matching non-empty lists; got {len(teacher_feats)} and {len(adapted_student)}")
+    return torch.stack([F.mse_loss(_channel_norm(t), _channel_norm(a.detach()))
+                        for t, a in zip(teacher_feats, adapted_student)]).mean()
+
+
 def teacher_correction_loss(teacher_out: torch.Tensor, student_out: torch.Tensor, target: torch.Tensor,
                             teacher_feats: Sequence[torch.Tensor] = (), adapted_student: Sequence[torch.Tensor] = (),
                             edge_weight: float = 0.1, error_focus: float = 1.0, feedback_weight: float = 0.05) -> dict:
@@ -201,8 +210,7 @@ def teacher_correction_loss(teacher_out: torch.Tensor, student_out: torch.Tensor
     rec = ((teacher_out - target).abs() * w).mean()
     edge = edge_loss(teacher_out, target)
     if teacher_feats and adapted_student:
-        fb = torch.stack([F.mse_loss(_channel_norm(t), _channel_norm(a.detach()))
-                          for t, a in zip(teacher_feats, adapted_student)]).mean()
+        fb = feedback_loss(teacher_feats, adapted_student)
     else:
         fb = teacher_out.new_zeros(())
     total = rec + edge_weight * edge + feedback_weight * fb

@@ -68,7 +68,8 @@ group (NCCL on CUDA, gloo on CPU), wraps the trained modules in DDP (student + a
 teacher in correction mode; every parameter is used in every step, so no
 ``find_unused_parameters``), shards the training samples with a per-epoch seeded
 :class:`EpochSampler` (a ``DistributedSampler``), validates volumes sharded across ranks and
-gathered (every rank reports the same metrics as a single-process evaluation), writes files on
+gathered (every rank reports the same metrics as a single-process evaluation), averages the epoch
+means of the loss terms over all ranks (``steps.csv`` holds rank 0's per-step values), writes files on
 rank 0 only, with barriers around checkpoint writes, and all ranks agree on interrupts and on
 divergence at every step.
 
@@ -121,7 +122,7 @@ RESUME_IDENTITY = ("mode", "task", "factor", "preset", "teacher_preset", "batch_
 #: leading columns of steps.csv (others follow in first-seen order)
 STEP_COLUMNS = ("global_step", "epoch", "step", "lr", "t_lr", "loss", "rec", "edge", "kd", "feat", "att", "kl",
                 "w_rec", "w_edge", "w_kd", "w_feat", "w_att", "dynamic", "warmup", "confidence_mean", "e_student",
-                "e_teacher", "t_loss", "t_rec", "t_edge", "t_feedback", "t_wrong_fraction", "grad_norm",
+                "e_teacher", "t_loss", "t_rec", "t_edge", "t_feedback", "t_w_feedback", "t_wrong_fraction", "grad_norm",
                 "t_grad_norm", "train_PSNR", "seconds")
 _NOT_AVERAGED = ("global_step", "epoch", "step", "lr", "t_lr", "seconds")
 
@@ -440,11 +441,10 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 # --------------------------------------------------------------------------------------------
 
 def _csv_text(rows: Sequence[Mapping[str, Any]], leading: Sequence[str] = ()) -> str:
-    cols = [c for c in leading if any(c in r for r in rows)]
+    present: dict[str, None] = {}
     for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
+        present.update(dict.fromkeys(r))
+    cols = [c for c in leading if c in present] + [k for k in present if k not in set(leading)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -489,6 +489,16 @@ class _EpochSums:
 
     def means(self) -> dict[str, float]:
         return {k: s[0] / s[1] for k, s in self.sums.items() if s[1]}
+
+    def reduced_means(self) -> dict[str, float]:
+        """Epoch means over every rank's steps (all ranks log the same terms; a plain mean without
+        a process group)."""
+        if not D.is_distributed():
+            return self.means()
+        keys = sorted(self.sums)
+        t = torch.tensor([[self.sums[k][0], float(self.sums[k][1])] for k in keys], dtype=torch.float64)
+        t = D.all_reduce_sum(t)
+        return {k: float(t[i, 0] / t[i, 1]) for i, k in enumerate(keys) if t[i, 1] > 0}
 
     def state(self, extra_seconds: float = 0.0) -> dict:
         return {"sums": {k: [s[0], s[1]] for k, s in self.sums.items()}, "seconds": self.seconds + extra_seconds}
@@ -628,8 +638,11 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
         if main:
             step_rows = _read_steps(steps_path, global_step)
         if cfg.verbose and main:
-            where = f"epoch {start_epoch + 1} step {start_step}" if start_step else f"epoch {start_epoch + 1}"
-            print(f"[train] resuming {last_path} at {where} (global step {global_step})", flush=True)
+            if start_epoch >= cfg.epochs:
+                print(f"[train] {last_path}: already trained for {start_epoch} epoch(s); nothing to do", flush=True)
+            else:
+                where = f"epoch {start_epoch + 1} step {start_step}" if start_step else f"epoch {start_epoch + 1}"
+                print(f"[train] resuming {last_path} at {where} (global step {global_step})", flush=True)
     elif cfg.resume and cfg.verbose and main:
         print(f"[train] --resume: no {last_path} yet, starting from scratch", flush=True)
 
@@ -738,7 +751,7 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
         # ---- validation, checkpoint ----------------------------------------------------------
         res = evaluate(model, val_ds, "val", cfg.task, cfg.factor, device, cfg.val_batch_size, cfg.val_slices,
                        amp=amp, per_slice=False, distributed=distributed)
-        means = sums.means()
+        means = sums.reduced_means()
         h: dict[str, Any] = {"epoch": epoch + 1, "train_loss": means.pop("loss", float("nan"))}
         h.update(means)
         h.update({f"val_{k}": res["means"][k] for k in ("PSNR", "SSIM", "NMSE", "MSE")})

@@ -72,7 +72,7 @@ def test_breakdown_contents_and_no_grad(batch, models):
         assert lb.maps[k].shape == b["target"].shape and not lb.maps[k].requires_grad
     assert set(lb.terms) >= {"rec", "edge", "kd", "feat", "att", "kl"}
     assert lb.teacher_total is not None and lb.teacher_total.requires_grad
-    assert set(lb.teacher_terms) == {"rec", "edge", "feedback", "wrong_fraction"}
+    assert set(lb.teacher_terms) == {"rec", "edge", "feedback", "w_feedback", "wrong_fraction"}
     assert torch.isclose(lb.total, sum(lb.weights[k] * lb.terms[k] for k in KD.STUDENT_TERMS))
     norms = KD.gradient_norms(lb, s)
     assert all(norms[k] > 0 for k in KD.STUDENT_TERMS)
@@ -103,7 +103,7 @@ def test_dynamic_weight_follows_the_error_ratio(batch, models):
     assert lags[0] > lags[1] > lags[2] > 0 and lags[3] == 0.0 and lags[4] == 0.0   # less teaching as the student catches up
     b, op = batch
     s, t, a = models
-    cfg = KD.DistillConfig(dynamic=True, ema_decay=0.5)
+    cfg = KD.DistillConfig(dynamic=True, ema_decay=0.5, balance=False)
     state = KD.DistillState(cfg.ema_decay)
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, state)
     assert 0 <= lb.dynamic <= 1
@@ -114,6 +114,24 @@ def test_dynamic_weight_follows_the_error_ratio(batch, models):
     st2 = KD.DistillState()
     st2.load_state_dict(sd)
     assert st2.state_dict() == sd and st2.factor == state.factor
+
+
+def test_balance_scales_feature_terms_to_a_fraction_of_the_l1_loss(batch, models):
+    b, op = batch
+    s, t, a = models
+    cfg = KD.DistillConfig(dynamic=False, w_feat=0.1, w_att=0.2, t_feedback_weight=0.05)
+    lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, teacher_grad=True)
+    rec = float(lb.terms["rec"].detach())
+    for k, w in (("feat", 0.1), ("att", 0.2)):
+        # a fresh state: the running magnitudes are this batch's values
+        assert lb.weights[k] * float(lb.terms[k].detach()) == pytest.approx(w * rec, rel=1e-5)
+    assert lb.teacher_terms["w_feedback"] * lb.teacher_terms["feedback"] == pytest.approx(0.05 * lb.teacher_terms["rec"], rel=1e-5)
+    unbalanced = KD.distill_losses(s, t, a, b["y"], op, b["target"], KD.DistillConfig(dynamic=False, balance=False))
+    assert unbalanced.weights["feat"] == KD.DistillConfig().w_feat
+    # the factor carries no gradient: the feature gradient is the term's, scaled
+    g_bal = KD.gradient_norms(lb, s)["feat"]
+    ratio = lb.weights["feat"] / unbalanced.weights["feat"]
+    assert g_bal == pytest.approx(KD.gradient_norms(unbalanced, s)["feat"] * ratio, rel=1e-4)
 
 
 def test_warmup_ramps_the_distillation_weights(batch, models):

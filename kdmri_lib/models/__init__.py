@@ -19,6 +19,9 @@ Kinds (:data:`MODEL_KINDS` are learned and take a preset from :data:`PRESETS`; t
 ``"bicubic"``      ``sr``: bicubic up-sampled low-resolution magnitude
 =================  ======================================================================
 
+:class:`~.adapters.Adapters` maps the student's feature maps to the teacher's token maps for
+feature distillation (1x1 convolution + bilinear resize, documented pairing rule).
+
 Every model is a :class:`~.common.ReconModel` with ``kind``, ``preset``, ``task``, ``factor``,
 ``config`` (``build_model(**model.config)`` rebuilds it), ``hparams`` and ``feature_channels``.
 Feature conventions per kind are documented on each class. Registry helpers
