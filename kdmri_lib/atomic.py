@@ -46,6 +46,37 @@ def atomic_write(path: str | os.PathLike, tmp_dir: Optional[str | os.PathLike] =
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike, names: Optional[list[str]] = None) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that a killed process left in ``folder``.
+
+    :func:`atomic_write` removes its temporary file on any exception, but not after ``kill -9`` or a
+    power cut. Call this when a process that owns ``folder`` starts (e.g. a training run on its
+    ``out_dir``), never while another one may be writing there.
+
+    Args:
+        folder: the folder to clean (nothing happens if it does not exist).
+        names: only temporaries of these destination names (e.g. ``["last.pt", "best.pt"]``);
+            default: every ``.*.tmp`` file.
+
+    Returns:
+        the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    patterns = [f".{n}.*.tmp" for n in names] if names else [".*.tmp"]
+    removed = []
+    for pattern in patterns:
+        for p in folder.glob(pattern):
+            if p.is_file():
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
 def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create the folder ``path`` (and its parents) if needed and return it.
 
