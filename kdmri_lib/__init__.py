@@ -7,7 +7,7 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
 
 Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
-Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device`` -> ``physics`` /
+Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device``, ``resources`` -> ``physics`` /
 ``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` / ``real_data`` -> ``metrics`` ->
 ``models`` -> ``losses`` -> ``distill`` -> ``train`` / ``reconstruct`` -> ``profile`` /
 ``ablation`` -> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook``.
@@ -21,7 +21,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "errors", "atomic", "device", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
+    "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
     "metrics", "models", "losses", "checkpoint", "distill", "train", "reconstruct", "profile", "ablation", "viz",
     "widgets", "lessons", "results", "notebook",
 )

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .errors import ConfigError
+
 
 def _umask() -> int:
     m = os.umask(0)
@@ -42,6 +44,57 @@ def atomic_write(path: str | os.PathLike, tmp_dir: Optional[str | os.PathLike] =
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: Optional[list[str]] = None) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that a killed process left in ``folder``.
+
+    :func:`atomic_write` removes its temporary file on any exception, but not after ``kill -9`` or a
+    power cut. Call this when a process that owns ``folder`` starts (e.g. a training run on its
+    ``out_dir``), never while another one may be writing there.
+
+    Args:
+        folder: the folder to clean (nothing happens if it does not exist).
+        names: only temporaries of these destination names (e.g. ``["last.pt", "best.pt"]``);
+            default: every ``.*.tmp`` file.
+
+    Returns:
+        the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    patterns = [f".{n}.*.tmp" for n in names] if names else [".*.tmp"]
+    removed = []
+    for pattern in patterns:
+        for p in folder.glob(pattern):
+            if p.is_file():
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) if needed and return it.
+
+    Raises:
+        ConfigError: a file stands where the folder (or one of its parents) should be, or the
+            folder cannot be created (permissions, read-only file system); the message names it.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the {what} is a file; expected a folder (choose another path)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        raise ConfigError(f"{path}: cannot create the {what}: {blocker or 'a parent'} is a file, not a folder") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the {what} ({e.strerror or e})") from None
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

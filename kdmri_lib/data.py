@@ -52,6 +52,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import h5py
 import numpy as np
 import torch
 from fastmri.data import SliceDataset
@@ -63,6 +64,14 @@ from .fastmri_format import check_file
 from .physics import TASKS, Operator, build_operator, centre_crop, ifft2c
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: what h5py / the XML parser raise on a damaged file (HDF5 errors surface as OSError, RuntimeError,
+#: KeyError or ValueError depending on where the damage is)
+_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, EOFError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def _check_task(task: str, factor: int) -> tuple[str, int]:
@@ -194,9 +203,12 @@ class SliceTransform:
         self.crop_to_recon = crop_to_recon
         self.raw_kspace = raw_kspace
 
-    def _operator(self, shape, seed) -> Operator:
-        return build_operator(self.task, self.factor, shape, seed=seed,
-                              center_fraction=self.center_fraction, mask_type=self.mask_type)
+    def _operator(self, shape, seed, fname: str = "") -> Operator:
+        try:
+            return build_operator(self.task, self.factor, shape, seed=seed,
+                                  center_fraction=self.center_fraction, mask_type=self.mask_type)
+        except ConfigError as e:   # a matrix the task cannot take: name the file
+            raise ConfigError(f"{fname}: {shape[0]}x{shape[1]} images: {e}" if fname else str(e)) from None
 
     def _mask_seed(self, fname: str):
         if self.train_masks:
@@ -220,8 +232,11 @@ class SliceTransform:
         the ``Wk`` columns; the operator is :class:`~kdmri_lib.physics.CroppedCartesianMask`.
         """
         seed = self._mask_seed(fname)
-        op = build_operator("cs", self.factor, tuple(target.shape), seed=seed, center_fraction=self.center_fraction,
-                            mask_type=self.mask_type, kspace_shape=tuple(kspace.shape))
+        try:
+            op = build_operator("cs", self.factor, tuple(target.shape), seed=seed, center_fraction=self.center_fraction,
+                                mask_type=self.mask_type, kspace_shape=tuple(kspace.shape))
+        except ConfigError as e:
+            raise ConfigError(f"{fname}: k-space {tuple(kspace.shape)}: {e}") from None
         y = op.measure(kspace[None, None])
         init = op.initial(y)
         scale = float(init.abs().max())
@@ -245,7 +260,7 @@ class SliceTransform:
         if self.task == "sr" and (H % self.factor or W % self.factor):
             raise DataError(f"{fname}: slice size {H}x{W} is not divisible by the sr scale {self.factor}")
         seed = self._mask_seed(fname)
-        full_op = self._operator((H, W), seed)
+        full_op = self._operator((H, W), seed, fname)
         x = image[None, None]
         init_full = full_op.initial(full_op.forward(x))
         scale = float(init_full.abs().max())
@@ -265,7 +280,7 @@ class SliceTransform:
                     break
             x = x[..., top: top + P, left: left + P]
             tgt = tgt[..., top: top + P, left: left + P]
-            op = self._operator((P, P), seed)
+            op = self._operator((P, P), seed, fname)
         else:
             op = full_op
         x = x / scale
@@ -308,7 +323,10 @@ class MRISliceDataset(SliceDataset):
             check_file(f, require_target=False)
         self.task, self.factor = _check_task(task, factor)
         transform = SliceTransform(task, factor, patch_size=patch_size, train_masks=train_masks, **transform_kwargs)
-        super().__init__(self.root, challenge="singlecoil", transform=transform, sample_rate=sample_rate)
+        # use_dataset_cache=False: fastMRI's metadata cache is a pickle file in the working directory, and
+        # unpickling a file can run code; the toolkit never reads (or writes) it
+        super().__init__(self.root, challenge="singlecoil", transform=transform, sample_rate=sample_rate,
+                         use_dataset_cache=False)
         if len(self.raw_samples) == 0:
             raise DataError(f"{self.root}: no slices found in {len(self.files)} .h5 files")
 
@@ -316,14 +334,27 @@ class MRISliceDataset(SliceDataset):
         fname = Path(fname)
         if fname.suffix != ".h5" or fname.name.startswith("."):
             return {}, 0  # not a data file: ignored
-        return super()._retrieve_metadata(fname)
+        try:
+            return super()._retrieve_metadata(fname)
+        except _READ_ERRORS as e:
+            raise DataError(f"{fname}: unreadable header or attributes ({type(e).__name__}: {_first_line(e)}); the "
+                            f"file may be truncated or corrupt") from None
 
     def __getitem__(self, i: int) -> dict:
-        fname = self.raw_samples[i][0]
+        """fastMRI's ``SliceDataset.__getitem__`` (the same reads and transform call), with read errors
+        of a damaged file turned into a :class:`DataError` naming it; errors of the transform pass."""
+        fname, dataslice, metadata = self.raw_samples[i]
         try:
-            return super().__getitem__(i)
-        except (OSError, KeyError) as e:
-            raise DataError(f"{fname}: could not read slice {self.raw_samples[i][1]} ({e}); the file may be corrupt") from None
+            with h5py.File(fname, "r") as hf:
+                kspace = hf["kspace"][dataslice]
+                mask = np.asarray(hf["mask"]) if "mask" in hf else None
+                target = hf[self.recons_key][dataslice] if self.recons_key in hf else None
+                attrs = dict(hf.attrs)
+                attrs.update(metadata)
+        except _READ_ERRORS as e:
+            raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
+                            f"the file may be truncated or corrupt") from None
+        return self.transform(kspace, mask, target, attrs, fname.name, dataslice)
 
     def operator(self, batch: dict) -> Operator:
         """The operator of a collated batch of this dataset."""

@@ -43,8 +43,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError, check_int
-from .atomic import atomic_write, write_json
+from .errors import ConfigError, DataError, check_float, check_int
+from .atomic import atomic_write, ensure_dir, write_json
 from .fastmri_format import write_volume
 
 MNI_RELATIVE = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
@@ -81,11 +81,23 @@ class DemoConfig:
         if self.matrix % 16:
             raise ConfigError(f"matrix must be divisible by 16; got {self.matrix}")
         check_int("stride", self.stride, minimum=1)
+        check_float("min_head_fraction", self.min_head_fraction, minimum=0.0, maximum=1.0)
         check_int("slices_per_volume", self.slices_per_volume, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_float("snr_db", self.snr_db, minimum=0.0, maximum=200.0)
+        check_float("max_phase_rad", self.max_phase_rad, minimum=0.0, maximum=100.0)
+        check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
+        if not isinstance(self.natural, bool):
+            raise ConfigError(f"natural must be True or False; got {self.natural!r}")
+        check_int("natural_crop", self.natural_crop, minimum=16)
         if self.natural_crop % 16:
             raise ConfigError(f"natural_crop must be divisible by 16; got {self.natural_crop}")
         return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoConfig":
+        """The configuration recorded in a ``manifest.json`` (unknown keys are ignored)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in dict(d).items() if k in known})
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -262,11 +274,12 @@ def centre_crop_multiple(img: np.ndarray, limit: Optional[int] = None, multiple:
 _centre_crop_multiple = centre_crop_multiple  # former private name
 
 
-def save_png(path: Path, img: np.ndarray) -> None:
-    """Write a [0, 1] grayscale image as an 8-bit PNG, atomically."""
+def save_png(path: Path, img: np.ndarray, tmp_dir: Optional[Path] = None) -> None:
+    """Write a [0, 1] grayscale image as an 8-bit PNG, atomically (temporary file in ``tmp_dir``,
+    same file system, when given: then an interrupted write leaves nothing in the image folder)."""
     from PIL import Image
 
-    with atomic_write(path) as tmp:
+    with atomic_write(path, tmp_dir=tmp_dir) as tmp:
         Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
 
 
@@ -320,8 +333,15 @@ def build_demo_data(
         out/manifest.json           configuration, files, summary
 
     A second call with the same configuration finds ``manifest.json`` and every listed file and
-    does no work (``force=True`` rebuilds). Files are written atomically, so an interrupted build
-    leaves no half-written file and the next call completes it.
+    does no work (``force=True`` rebuilds). Files are written atomically (temporary files in
+    ``out/.partial``, never in a split folder), so an interrupted build leaves no half-written file;
+    the manifest is marked incomplete while a build runs, so the next call redoes it (the same
+    files, bit for bit: every file has its own seeded random stream). Files of an earlier
+    configuration that the new one does not have are removed (only files a manifest listed).
+
+    Raises:
+        ConfigError: a bad configuration, one that gives no training or no validation volume, or
+            an ``out`` (or a folder inside it) that is a file.
     """
     from tqdm.auto import tqdm
 
@@ -329,17 +349,34 @@ def build_demo_data(
     out = Path(out)
     t0 = time.perf_counter()
     manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            manifest = None
-        if manifest and manifest.get("digest") == cfg.digest() and all((out / f).exists() for f in manifest["files"]):
-            report = _report_from_manifest(out, manifest, time.perf_counter() - t0)
-            return report
+    manifest = read_manifest(out)
+    if not force and manifest and manifest.get("digest") == cfg.digest() and \
+            all((out / f).exists() for f in manifest.get("files", [])):
+        return _report_from_manifest(out, manifest, time.perf_counter() - t0)
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the demo data folder is a file; expected a folder (choose another path)")
     vol = load_template()
     plan = plan_volumes(vol, cfg)
+    for split in ("train", "val"):
+        if not any(p["split"] == split for p in plan):
+            raise ConfigError(f"this demo configuration gives no {split} volume (stride {cfg.stride}, min_head_fraction "
+                              f"{cfg.min_head_fraction}); use a smaller stride (default {DemoConfig.stride})")
+    ensure_dir(out, "demo data folder")
+    for sub in ("singlecoil_train", "singlecoil_val") + (("natural/train", "natural/set5") if cfg.natural else ()):
+        ensure_dir(out / sub, "demo data folder")
+    # Before the first data file changes: the manifest no longer vouches for the folder (an interrupted
+    # build is redone by the next call), and it lists every file of the old and the new build, so that
+    # the next complete build can remove the files of an earlier configuration (never other files).
+    planned = [f"singlecoil_{p['split']}/{p['name']}.h5" for p in plan]
+    if cfg.natural:
+        planned += [f"natural/{split}/{n}.png" for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5))
+                    for n in names]
+    earlier = list(dict.fromkeys((manifest or {}).get("files", []) + (manifest or {}).get("earlier_files", [])))
+    write_json(manifest_path, {"digest": None, "incomplete": True, "building": cfg.digest(), "config": asdict(cfg),
+                               "files": [], "earlier_files": earlier})
+    partial = out / PARTIAL_DIR
+    _clean_partial(partial)
     root_rng = np.random.default_rng(cfg.seed)
     # one independent stream per file, fixed by the plan order: deterministic and restartable
     streams = root_rng.spawn(len(plan))
@@ -366,7 +403,7 @@ def build_demo_data(
             "noise_std": float(sigma),
             "slice_indices": np.asarray(entry["indices"], dtype=np.int32),
             "orientation": o,
-        }, fov_mm=(float(cfg.matrix), float(cfg.matrix), 1.0))
+        }, fov_mm=(float(cfg.matrix), float(cfg.matrix), 1.0), tmp_dir=partial)
         files.append(rel)
         report.files.setdefault(entry["split"], []).append(Path(rel).name)
         report.slices[entry["split"]] = report.slices.get(entry["split"], 0) + len(imgs)
@@ -375,14 +412,23 @@ def build_demo_data(
     if cfg.natural:
         for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5)):
             folder = out / "natural" / split
-            folder.mkdir(parents=True, exist_ok=True)
             for name in names:
                 img = centre_crop_multiple(to_luma(_skimage_image(name)), cfg.natural_crop)
-                save_png(folder / f"{name}.png", img)
+                save_png(folder / f"{name}.png", img, tmp_dir=partial)
                 files.append(f"natural/{split}/{name}.png")
                 report.natural.setdefault(split, []).append(f"{name}.png")
 
     report.bytes = sum((out / f).stat().st_size for f in files)
+    now = set(files)
+    for f in earlier:   # files of an earlier configuration that this one does not have
+        p = out / f
+        if f not in now and p.is_file() and p.suffix in (".h5", ".png"):
+            p.unlink()
+    for sub in ("natural/train", "natural/set5", "natural"):   # emptied by a build without natural images
+        d = out / sub
+        if not cfg.natural and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    _clean_partial(partial, remove=True)
     report.seconds = time.perf_counter() - t0
     manifest = {
         "digest": cfg.digest(),
@@ -397,6 +443,44 @@ def build_demo_data(
     }
     write_json(manifest_path, manifest)
     return report
+
+
+PARTIAL_DIR = ".partial"   # temporary files of a build in progress (never inside a split folder)
+
+
+def _clean_partial(partial: Path, remove: bool = False) -> None:
+    """Delete the temporary files an interrupted build left in ``partial`` (only ``.*.tmp`` files)."""
+    if partial.is_dir():
+        for p in partial.glob(".*.tmp"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        if remove:
+            try:
+                partial.rmdir()
+            except OSError:
+                pass
+
+
+def read_manifest(out: str | os.PathLike) -> Optional[dict]:
+    """The demo data's ``manifest.json`` in ``out`` (None if missing or unreadable)."""
+    try:
+        m = json.loads((Path(out) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def demo_status(out: str | os.PathLike) -> str:
+    """``"absent"`` (no demo manifest), ``"complete"`` (manifest and every file it lists) or
+    ``"incomplete"`` (an interrupted build, or files missing)."""
+    m = read_manifest(out)
+    if m is None:
+        return "absent" if not (Path(out) / "manifest.json").exists() else "incomplete"
+    if m.get("incomplete") or not m.get("digest"):
+        return "incomplete"
+    return "complete" if all((Path(out) / f).exists() for f in m.get("files", [])) else "incomplete"
 
 
 def _report_from_manifest(out: Path, manifest: dict, seconds: float) -> BuildReport:

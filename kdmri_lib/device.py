@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -30,12 +32,12 @@ def get_device(name: str | torch.device = "auto") -> torch.device:
     """Return the torch device for ``name`` ("auto", "cpu", "cuda", "cuda:1", "mps").
 
     Raises:
-        ValueError: unknown name, or a device that is not available on this machine.
+        ConfigError: (a ``ValueError``) unknown name, or a device that is not available on this machine.
     """
     if isinstance(name, torch.device):
         return name
     if not isinstance(name, str):
-        raise ValueError(f"device must be one of {DEVICE_CHOICES} (or 'cuda:N'), got {name!r}")
+        raise ConfigError(f"device must be one of {DEVICE_CHOICES} (or 'cuda:N'), got {name!r}")
     key = name.strip().lower()
     if key == "auto":
         if torch.cuda.is_available():
@@ -46,12 +48,19 @@ def get_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     base = key.split(":")[0]
     if base not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be one of {DEVICE_CHOICES} (or 'cuda:N'), got {name!r}")
+        raise ConfigError(f"device must be one of {DEVICE_CHOICES} (or 'cuda:N'), got {name!r}")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here; use device='auto' or 'cpu'")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use device='auto' or 'cpu'")
     if base == "mps" and not _mps_available():
-        raise ValueError(f"device {name!r} requested but MPS is not available here; use device='auto' or 'cpu'")
-    return torch.device(key)
+        raise ConfigError(f"device {name!r} requested but MPS is not available here; use device='auto' or 'cpu'")
+    try:
+        dev = torch.device(key)
+    except RuntimeError:
+        raise ConfigError(f"device must be one of {DEVICE_CHOICES} (or 'cuda:N'), got {name!r}") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return dev
 
 
 def _mps_available() -> bool:
@@ -89,7 +98,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
             models are deterministic anyway).
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(int(seed))
     np.random.seed(int(seed) % 2**32)
     torch.manual_seed(int(seed))
@@ -134,7 +143,7 @@ def set_threads(n: int | None) -> None:
     """Limit torch's intra-op CPU threads (``None`` leaves the default)."""
     if n is not None:
         if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
+            raise ConfigError(f"threads must be >= 1, got {n}")
         torch.set_num_threads(int(n))
 
 

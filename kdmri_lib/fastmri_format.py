@@ -83,6 +83,7 @@ def write_volume(
     attrs: Mapping[str, Any],
     header: Optional[bytes] = None,
     fov_mm: Sequence[float] = (256.0, 256.0, 1.0),
+    tmp_dir: Optional[str | os.PathLike] = None,
 ) -> Path:
     """Write one fastMRI-format single-coil volume atomically.
 
@@ -93,6 +94,8 @@ def write_volume(
             or None (test data). ``max`` and ``norm`` are computed from it.
         attrs: other attributes (``acquisition``, ``patient_id``, ...).
         header: ISMRMRD XML; built from the shapes when None.
+        tmp_dir: folder of the temporary file (same file system); default ``<path>/../../.partial``,
+            i.e. next to the split folder, never inside it.
     """
     path = Path(path)
     kspace = np.asarray(kspace)
@@ -103,7 +106,7 @@ def write_volume(
         header = ismrmrd_header((kspace.shape[1], kspace.shape[2], 1), (rec[0], rec[1], 1), fov_mm)
     # the temporary file goes next to the data folder, not inside it: loaders such as
     # fastmri.data.SliceDataset open every file of a split folder
-    with atomic_write(path, tmp_dir=path.parent.parent / ".partial") as tmp:
+    with atomic_write(path, tmp_dir=tmp_dir if tmp_dir is not None else path.parent.parent / ".partial") as tmp:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("kspace", data=kspace.astype(np.complex64))
             if target is not None:
@@ -173,7 +176,8 @@ def check_file(path: str | os.PathLike, require_target: bool = False, full: bool
                 for i in range(ks.shape[0]):
                     if not np.isfinite(ks[i]).all():
                         raise DataError(f"{path}: kspace slice {i} contains NaN or Inf values")
-            acq = hf.attrs.get("acquisition", "")
+            attrs = dict(hf.attrs)   # reads every attribute: a corrupt one fails here, not in a DataLoader worker
+            acq = attrs.get("acquisition", "")
             return {
                 "file": str(path),
                 "slices": int(ks.shape[0]),
@@ -183,7 +187,7 @@ def check_file(path: str | os.PathLike, require_target: bool = False, full: bool
             }
     except DataError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise DataError(f"{path}: unreadable HDF5 content ({_short(e)}); the file may be truncated or corrupt") from None
 
 
@@ -194,8 +198,9 @@ def _check_header(path: Path, raw) -> None:
 
     try:
         root = etree.fromstring(raw)
-        for q in (["encoding", "encodedSpace", "matrixSize", "x"], ["encoding", "reconSpace", "matrixSize", "y"],
-                  ["encoding", "encodingLimits", "kspace_encoding_step_1", "center"]):
+        # every field fastmri.data.SliceDataset._retrieve_metadata reads
+        for q in [["encoding", space, "matrixSize", a] for space in ("encodedSpace", "reconSpace") for a in "xyz"] + \
+                 [["encoding", "encodingLimits", "kspace_encoding_step_1", f] for f in ("center", "maximum")]:
             int(et_query(root, q))
     except Exception as e:  # noqa: BLE001 - any parse failure is the same user-facing problem
         raise DataError(f"{path}: 'ismrmrd_header' is not a valid ISMRMRD XML header ({_short(e)})") from None

@@ -68,13 +68,35 @@ def make_mask(
     """
     width = check_int("width", width, minimum=2)
     acceleration = check_int("acceleration", acceleration, minimum=1)
+    seed = check_seed(seed)
     if acceleration == 1:
         return torch.ones(width, dtype=torch.float32)
+    if acceleration > width:
+        raise ConfigError(f"acceleration {acceleration} is larger than the number of k-space columns ({width}): "
+                          f"it would measure less than one column; use a smaller acceleration or a larger image")
     func = mask_func(mask_type, acceleration, center_fraction)
     if mask_type.startswith("magic") and width % acceleration:
         raise ConfigError(f"the 'magic' masks need a width divisible by the acceleration; got width {width}, acceleration {acceleration}")
     mask, _ = func((1, width, 1), offset=offset, seed=seed)
-    return mask.reshape(width).to(torch.float32)
+    mask = mask.reshape(width).to(torch.float32)
+    if not bool(mask.any()):
+        cf = center_fraction if center_fraction is not None else default_center_fraction(acceleration)
+        raise ConfigError(f"the {mask_type} mask for {width} columns at acceleration {acceleration} measures no column "
+                          f"(its fully-sampled centre, round({width} x center_fraction {cf:g}), is empty); use a larger "
+                          f"image or patch, a smaller acceleration or a larger center_fraction")
+    return mask
+
+
+def check_seed(seed):
+    """A mask seed as fastMRI's ``MaskFunc`` takes it: ``None``, an integer in ``[0, 2**32)`` or a
+    non-empty tuple of such integers (e.g. :func:`fname_seed`); else :class:`ConfigError`."""
+    if seed is None:
+        return None
+    if isinstance(seed, (list, tuple)):
+        if not seed or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in seed):
+            raise ConfigError(f"mask seed must be None, an integer in [0, 2**32) or a non-empty tuple of them; got {seed!r}")
+        return tuple(seed)
+    return check_int("mask seed", seed, minimum=0, maximum=2**32 - 1)
 
 
 def realised_acceleration(mask: torch.Tensor) -> float:

@@ -62,38 +62,143 @@ class NotebookContext:
         raise AttributeError(key)
 
 
+#: integer parameters: (minimum, None allowed). None means "not set" only where the toolkit gives it a meaning
+#: (steps_per_epoch: one pass; val_slices: every slice; patch_size: full slices).
+INT_PARAMS = {
+    "scale": (2, False), "acceleration": (1, False), "epochs": (1, False), "teacher_epochs": (0, False),
+    "batch_size": (1, False), "patch_size": (8, True), "steps_per_epoch": (1, True), "val_slices": (1, True),
+    "slice_num": (0, False), "ablation_epochs": (1, False), "ablation_steps_per_epoch": (1, True),
+}
+#: float parameters: (minimum, strictly greater, maximum, None allowed)
+FLOAT_PARAMS = {"lr": (0.0, True, None, False), "teacher_lr": (0.0, True, None, True),
+                "center_fraction": (0.0, False, 1.0, True)}
+#: True / False switches of the notebooks
+BOOL_PARAMS = ("profile_latency", "output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic",
+               "run_ablation")
+#: the parameters setup() reads from a notebook's namespace
+KNOWN_PARAMS = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset", "teacher_preset", "ablation_preset",
+                "epochs", "teacher_epochs", "batch_size", "patch_size", "steps_per_epoch", "val_slices", "lr",
+                "teacher_lr", "device", "seed", "mask_type", "center_fraction", "volume", "slice_num", "confidence",
+                "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch") + BOOL_PARAMS
+
+
 def _validate(params: Mapping[str, Any]) -> dict:
-    """Validate the parameters the toolkit knows; unknown ones pass through unchanged."""
+    """Validate the parameters the toolkit knows; unknown ones pass through unchanged.
+
+    Every problem raises :class:`ConfigError` naming the parameter (``notebook parameter 'epochs'
+    must be >= 1; got 0``). Integers given as whole floats (``4.0``, as YAML may give them) are
+    accepted; strings, other floats, booleans and ``None`` (where it has no meaning) are not.
+    """
     from .device import DEVICE_CHOICES
+    from .masks import MASK_TYPES
+    from .models import PRESETS, SR_SCALES
     from .physics import TASKS
 
     p = dict(params)
     name = lambda k: f"notebook parameter '{k}'"  # noqa: E731
     if "task" in p:
         check_choice(name("task"), p["task"], TASKS)
-    for k in ("scale", "acceleration", "epochs", "teacher_epochs", "batch_size", "patch_size", "steps_per_epoch",
-              "val_slices"):
-        if k in p and p[k] is not None:
-            p[k] = check_int(name(k), p[k], minimum=1 if k != "teacher_epochs" else 0)
+    for k, (minimum, none_ok) in INT_PARAMS.items():
+        if k not in p:
+            continue
+        if p[k] is None:
+            if not none_ok:
+                raise ConfigError(f"{name(k)} must be an integer >= {minimum}; got None")
+            continue
+        p[k] = check_int(name(k), p[k], minimum=minimum)
+    if p.get("scale") is not None and p["scale"] not in SR_SCALES:
+        raise ConfigError(f"{name('scale')} must be one of {', '.join(map(str, SR_SCALES))}; got {p['scale']}")
     if p.get("task") == "sr" and p.get("scale") is not None and p.get("patch_size") and p["patch_size"] % p["scale"]:
         raise ConfigError(f"notebook parameter 'patch_size' ({p['patch_size']}) must be divisible by 'scale' ({p['scale']})")
-    for k in ("lr", "teacher_lr"):
-        if k in p and p[k] is not None:
-            p[k] = check_float(name(k), p[k], minimum=0.0, strict_min=True)
+    for k, (minimum, strict, maximum, none_ok) in FLOAT_PARAMS.items():
+        if k not in p:
+            continue
+        if p[k] is None:
+            if not none_ok:
+                raise ConfigError(f"{name(k)} must be a number; got None")
+            continue
+        p[k] = check_float(name(k), p[k], minimum=minimum, maximum=maximum, strict_min=strict)
+    for k in BOOL_PARAMS:
+        if k in p and not isinstance(p[k], bool):
+            raise ConfigError(f"{name(k)} must be True or False; got {p[k]!r} ({type(p[k]).__name__})")
     if "seed" in p:
         p["seed"] = check_int(name("seed"), p["seed"], minimum=0)
-    if "preset" in p:
-        from .models import PRESETS
+    for k in ("preset", "teacher_preset", "ablation_preset"):
+        if k in p:
+            check_choice(name(k), p[k], PRESETS)
+    if "mask_type" in p:
+        check_choice(name("mask_type"), p["mask_type"], MASK_TYPES)
+    if "confidence" in p:
+        from .distill import CONFIDENCE_MODES
 
-        check_choice(name("preset"), p["preset"], PRESETS)
+        check_choice(name("confidence"), p["confidence"], CONFIDENCE_MODES)
+    if "volume" in p and p["volume"] is not None and (not isinstance(p["volume"], str) or not p["volume"].strip()
+                                                      or "/" in p["volume"] or "\\" in p["volume"]):
+        raise ConfigError(f"{name('volume')} must be None or the name of a file in singlecoil_val/ "
+                          f"(e.g. 'mni152_axial_val.h5'); got {p['volume']!r}")
     if "device" in p:
         d = p["device"]
-        if not isinstance(d, str) or d.split(":")[0] not in DEVICE_CHOICES:
+        if not isinstance(d, str) or d.split(":")[0].strip().lower() not in DEVICE_CHOICES:
             raise ConfigError(f"{name('device')} must be one of {DEVICE_CHOICES} (or 'cuda:N'); got {d!r}")
-    for k in ("data_dir", "run_dir"):
-        if k in p and not isinstance(p[k], (str, os.PathLike)):
-            raise ConfigError(f"{name(k)} must be a path (string); got {p[k]!r}")
+    for k in ("data_dir", "run_dir", "ablation_dir"):
+        if k in p and (not isinstance(p[k], (str, os.PathLike)) or not str(p[k]).strip()):
+            raise ConfigError(f"{name(k)} must be a path (a non-empty string); got {p[k]!r}")
     return p
+
+
+def _has_data(folder: Path) -> bool:
+    """A fastMRI-format data folder: ``singlecoil_train/`` or ``singlecoil_val/``, or ``.h5`` files."""
+    if not folder.is_dir():
+        return False
+    if any((folder / f"singlecoil_{s}").is_dir() for s in ("train", "val")):
+        return True
+    return any(p.suffix == ".h5" and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def _is_empty(folder: Path) -> bool:
+    return folder.is_dir() and not any(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def resolve_data_dir(data_dir: Path, build_data: bool = True, quiet: bool = True,
+                     default: str | os.PathLike = DEFAULT_DATA_DIR) -> tuple[Path, str]:
+    """Check ``data_dir`` and build the demo data into it when that is safe; returns ``(data_dir, note)``.
+
+    The rule (demo data are never written into a folder of the user's that holds something else):
+
+    * a file -> :class:`ConfigError`;
+    * a folder with an interrupted or incomplete demo build (``manifest.json``) -> the build is
+      completed (same configuration);
+    * a folder with data (``singlecoil_train/``, ``singlecoil_val/`` or ``.h5`` files) -> used as is;
+    * missing, empty, holding the demo manifest, or the default ``../data/demo`` -> the demo data
+      are built there (``build_data=True``; else :class:`ConfigError`);
+    * any other folder -> :class:`ConfigError` saying what was expected.
+    """
+    from . import demo_data as dd
+
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"notebook parameter 'data_dir': {data_dir} is a file; expected a folder with "
+                          f"singlecoil_train/ and singlecoil_val/ (fastMRI format), or a new folder for the demo data")
+    status = dd.demo_status(data_dir) if data_dir.is_dir() else "absent"
+    if _has_data(data_dir) and status != "incomplete":
+        return data_dir, ""
+    is_default = data_dir.resolve() == Path(default).expanduser().resolve()
+    if not (not data_dir.exists() or _is_empty(data_dir) or status != "absent" or is_default):
+        raise ConfigError(
+            f"notebook parameter 'data_dir': {data_dir} holds no fastMRI data (no singlecoil_train/ or singlecoil_val/ "
+            f"folder, no .h5 files) and is not empty, so the demo data are not built there. Point data_dir at a data "
+            f"folder, or at a new or empty folder for the demo data (default {default})")
+    if not build_data:
+        raise ConfigError(f"notebook parameter 'data_dir': {data_dir} holds no singlecoil_train/ or singlecoil_val/ folder")
+    manifest = dd.read_manifest(data_dir) if status == "incomplete" else None
+    cfg = None
+    if manifest and isinstance(manifest.get("config"), dict):
+        try:
+            cfg = dd.DemoConfig.from_dict(manifest["config"]).validate()
+        except (ConfigError, TypeError):
+            cfg = None
+    report = dd.build_demo_data(data_dir, cfg, progress=not quiet, log=lambda s: None)
+    what = "completed" if status == "incomplete" else "built"
+    return data_dir, f" (demo data {what} in {report.seconds:.0f} s)"
 
 
 def enable_inline_figures(dpi: int = 80) -> None:
@@ -127,30 +232,31 @@ def setup(namespace: Mapping[str, Any], name: str, build_data: bool = True, quie
     Args:
         namespace: the notebook's ``globals()`` (its parameters are read from it).
         name: the notebook's name, e.g. ``"01_kspace_basics"``.
-        build_data: build the embedded demo data into ``data_dir`` when it holds no data.
-    """
-    from .device import describe, get_device, seed_everything
+        build_data: build the embedded demo data into ``data_dir`` when it holds no data and that is
+            safe (:func:`resolve_data_dir`: a missing or empty folder, the demo folder).
 
-    keys = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset", "epochs", "teacher_epochs",
-            "batch_size", "patch_size", "steps_per_epoch", "val_slices", "lr", "teacher_lr", "device", "seed")
-    params = _validate({k: namespace[k] for k in keys if k in namespace})
+    Raises:
+        ConfigError: a parameter of the wrong type or out of range, an unavailable device, a
+            ``data_dir`` that is a file or an unrelated non-empty folder, a ``run_dir`` that is a file.
+    """
+    from .device import describe, seed_everything
+
+    from .atomic import ensure_dir
+
+    params = _validate({k: namespace[k] for k in KNOWN_PARAMS if k in namespace})
+    dev = _device(params.get("device", "auto"))
     data_dir = Path(params.get("data_dir", DEFAULT_DATA_DIR)).expanduser()
     run_dir = Path(params.get("run_dir", DEFAULT_RUN_DIR)).expanduser()
+    default = DEFAULT_DATA_DIR
     if in_colab() and not data_dir.is_absolute() and not data_dir.exists():
         data_dir = Path("/content/kdmri") / data_dir.name   # Colab: no repository around the notebook
         run_dir = Path("/content/kdmri/runs") / run_dir.name
-    built = ""
-    has_data = data_dir.is_dir() and any((data_dir / f"singlecoil_{s}").is_dir() for s in ("train", "val"))
-    if not has_data:
-        if not build_data:
-            raise ConfigError(f"notebook parameter 'data_dir': {data_dir} holds no singlecoil_train/ or singlecoil_val/ folder")
-        from .demo_data import build_demo_data
-
-        report = build_demo_data(data_dir, progress=not quiet, log=lambda s: None)
-        built = f" (demo data built in {report.seconds:.0f} s)"
-    run_dir.mkdir(parents=True, exist_ok=True)
+        default = data_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"notebook parameter 'run_dir': {run_dir} is a file; expected a folder for checkpoints and figures")
+    data_dir, built = resolve_data_dir(data_dir, build_data, quiet, default)
+    ensure_dir(run_dir, "run folder (notebook parameter 'run_dir')")
     enable_inline_figures()
-    dev = get_device(params.get("device", "auto"))
     seed_everything(params.get("seed", 0))
     task = params.get("task", "sr")
     factor = params.get("scale", 4) if task == "sr" else params.get("acceleration", 4)
@@ -163,6 +269,15 @@ def setup(namespace: Mapping[str, Any], name: str, build_data: bool = True, quie
         print(f"kdmri {__version__} | {name} | task {task} x{factor} | device {describe(dev)} | "
               f"data {data_dir}{built} | runs {run_dir}")
     return ctx
+
+
+def _device(name: str):
+    from .device import get_device
+
+    try:
+        return get_device(name)
+    except ConfigError as e:
+        raise ConfigError(f"notebook parameter 'device': {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,14 +372,34 @@ def main(argv=None) -> int:
     names = tuple(args.only) if args.only else NOTEBOOKS
     import time
 
-    t0 = time.perf_counter()
-    res = run_notebooks(args.out, names, params, data_dir=args.data)
+    from .atomic import ensure_dir, write_json
+    from .errors import KdmriError
+
+    try:
+        unknown = [n for n in names if n not in NOTEBOOKS]
+        if unknown:
+            raise ConfigError(f"--only: unknown notebook(s) {', '.join(map(repr, unknown))}; expected some of "
+                              f"{', '.join(NOTEBOOKS)}")
+        _validate(params)
+        if args.data is not None and not Path(args.data).is_dir():
+            raise ConfigError(f"--data {args.data}: "
+                              f"{'is a file' if Path(args.data).exists() else 'folder not found'}; expected a data "
+                              f"folder with singlecoil_train/ and singlecoil_val/ (`make data` builds data/demo)")
+        ensure_dir(args.out, "run folder (--out)")
+        t0 = time.perf_counter()
+        res = run_notebooks(args.out, names, params, data_dir=args.data)
+    except KdmriError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     total = time.perf_counter() - t0
     out = Path(args.out)
-    summary = out / "notebook_times.json"
-    summary.write_text(json.dumps({"notebooks": res, "total_seconds": round(total, 1)}, indent=1))
-    if not all(r["ok"] for r in res):
-        return 1
+    write_json(out / "notebook_times.json", {"notebooks": res, "total_seconds": round(total, 1)})
+    failed = [r for r in res if not r["ok"]]
+    if failed:
+        print(f"error: notebook {failed[0]['name']} failed: {failed[0]['error']}", file=sys.stderr)
+        user_error = any(f"{n}:" in (failed[0]["error"] or "") for n in ("ConfigError", "DataError", "CheckpointError",
+                                                                          "ResourceError"))
+        return 2 if user_error else 1
     print(f"all {len(res)} notebooks ran in {total:.0f} s; executed notebooks in {out}/")
     for f in ("results.md", "results.json"):
         if (out / f).exists():

@@ -45,11 +45,15 @@ TASKS = ("sr", "cs")
 # --------------------------------------------------------------------------------------------
 
 def to_complex(x: torch.Tensor) -> torch.Tensor:
-    """Return ``x`` as a complex tensor (real inputs get a zero imaginary part)."""
+    """Return ``x`` as a complex tensor (real inputs get a zero imaginary part).
+
+    Integer, bool and half-precision (``float16`` / ``bfloat16``) inputs become ``complex64``;
+    ``float64`` inputs become ``complex128``.
+    """
     if x.is_complex():
-        return x
-    if not x.is_floating_point():
-        x = x.float()
+        return x.to(torch.complex64) if x.dtype == torch.complex32 else x
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()   # integer / bool images, and half precision (FFTs need at least float32 on CPU)
     return torch.complex(x, torch.zeros_like(x))
 
 
@@ -164,8 +168,11 @@ class Operator:
                 orthonormal FFT this is also the noise level in the image domain.
             generator: optional torch generator for reproducible noise.
         """
-        y = self.forward(image)
+        self._check_image(image)
         noise_std = check_float("noise_std", noise_std, minimum=0.0)
+        if not bool(torch.isfinite(image).all()):
+            raise ConfigError("image to simulate contains NaN or Inf values; a ground-truth image must be finite")
+        y = self.forward(image)
         if noise_std > 0:
             n = torch.randn(y.shape + (2,), generator=generator, dtype=y.real.dtype,
                             device="cpu" if generator is not None else y.device).to(y.device)
@@ -180,18 +187,18 @@ class Operator:
     def _check_image(self, x: torch.Tensor, what: str = "image") -> None:
         if not isinstance(x, torch.Tensor):
             raise ConfigError(f"{what} must be a torch.Tensor of shape (B, 1, {self.shape[0]}, {self.shape[1]}); got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(self.shape):
+        if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(self.shape) or x.shape[0] == 0:
             raise ConfigError(
-                f"{what} must have shape (B, 1, {self.shape[0]}, {self.shape[1]}) for this {self.task} operator; "
-                f"got {tuple(x.shape)}"
+                f"{what} must have shape (B, 1, {self.shape[0]}, {self.shape[1]}) with B >= 1 for this {self.task} "
+                f"operator; got {tuple(x.shape)}"
             )
 
     def _check_meas(self, y: torch.Tensor) -> None:
         if not isinstance(y, torch.Tensor):
             raise ConfigError(f"measurement must be a torch.Tensor; got {type(y).__name__}")
-        if y.dim() != 4 or y.shape[1] != 1 or tuple(y.shape[-2:]) != tuple(self.meas_shape):
+        if y.dim() != 4 or y.shape[1] != 1 or tuple(y.shape[-2:]) != tuple(self.meas_shape) or y.shape[0] == 0:
             raise ConfigError(
-                f"measurement must have shape (B, 1, {self.meas_shape[0]}, {self.meas_shape[1]}) for this "
+                f"measurement must have shape (B, 1, {self.meas_shape[0]}, {self.meas_shape[1]}) with B >= 1 for this "
                 f"{self.task} x{self.factor} operator; got {tuple(y.shape)}"
             )
 
@@ -272,10 +279,20 @@ class CartesianMask(Operator):
             m = _masks.make_mask(W, self.factor, self.center_fraction, mask_type, seed)
             mask = m.reshape(1, 1, 1, W)
         else:
-            mask = torch.as_tensor(mask)
-            if mask.shape[-1] != W:
-                raise ConfigError(f"mask has {mask.shape[-1]} columns but the image width is {W}")
+            if not isinstance(mask, torch.Tensor):
+                try:
+                    mask = torch.as_tensor(mask)
+                except (TypeError, ValueError, RuntimeError):
+                    raise ConfigError(f"mask must be a tensor of 0/1 values with {W} columns; got {type(mask).__name__}") from None
+            if mask.dim() == 0 or mask.shape[-1] != W or mask.numel() == 0 or mask.is_complex():
+                raise ConfigError(f"mask must be a real tensor (..., {W}) of 0/1 values (one column per image column); "
+                                  f"got {mask.dtype} {tuple(mask.shape)}")
             mask = mask.reshape(-1, 1, 1, W).to(torch.float32)
+            if mask.device.type == "cpu":   # on a GPU the mask comes from a data batch: no sync per step
+                if not bool(((mask == 0) | (mask == 1)).all()):
+                    raise ConfigError("mask values must be 0 or 1 (NaN / Inf / other values found)")
+                if not bool(mask.any(dim=-1).all()):
+                    raise ConfigError("mask measures no k-space column (all zeros); every mask needs at least one column")
         self.mask = mask
 
     def to(self, device: torch.device | str) -> "CartesianMask":

@@ -44,9 +44,11 @@ import torch
 from torch import nn
 from torch.utils import flop_counter as _fc
 
+from .atomic import ensure_dir, write_text
 from .device import amp_dtype, describe, get_device
-from .errors import ConfigError, check_int
+from .errors import ConfigError, KdmriError, check_float, check_int
 from .physics import Operator, build_operator
+from .resources import catch_oom
 
 #: the (task, factor) pairs of ``make bench``
 BENCH_TASKS = (("sr", 4), ("sr", 2), ("cs", 4))
@@ -358,8 +360,7 @@ def bench(out: str | Path = "runs/bench", tasks: Sequence[tuple[str, int]] = BEN
     """
     from .models import CHPNetLike, build_model
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out, "benchmark output folder")
     dev = get_device(device)
     shape = (size, size)
     plan: list[tuple[str, str, str, int]] = []
@@ -374,8 +375,12 @@ def bench(out: str | Path = "runs/bench", tasks: Sequence[tuple[str, int]] = BEN
     for kind, preset, task, factor in plan:
         torch.manual_seed(0)
         model = CHPNetLike(task, factor) if kind == "chpnet_like" else build_model(kind, preset, task, factor)
-        row = profile_model(model, task, factor, shape=shape, batch=batch, device=dev, threads=threads, repeats=repeats,
-                            warmup=warmup, budget_s=budget_s, slow_s=slow_s, amp=amp, channels_last=channels_last)
+        with catch_oom(f"profiling the {kind} {preset} ({task} x{factor}, {size}x{size})", dev,
+                       note="Lower --size or --batch, or leave the large presets out (--presets tiny,small)",
+                       batch=batch, size=size):
+            row = profile_model(model, task, factor, shape=shape, batch=batch, device=dev, threads=threads,
+                                repeats=repeats, warmup=warmup, budget_s=budget_s, slow_s=slow_s, amp=amp,
+                                channels_last=channels_last)
         rows.append(row)
         log(f"[bench] {task}x{factor} {kind:12s} {preset:8s} params {row['params'] / 1e6:7.3f} M  "
             f"{_fmt(row['gflops'], 1):>8s} GFLOPs  {row['latency_ms']:9.1f} ms  (x{row['repeats']})")
@@ -385,10 +390,10 @@ def bench(out: str | Path = "runs/bench", tasks: Sequence[tuple[str, int]] = BEN
             "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": repeats, "budget_s": budget_s, "slow_s": slow_s,
             "amp": amp, "channels_last": channels_last, "seconds": round(time.perf_counter() - t_start, 1)}
     md = to_markdown(rows, meta)
-    (out / "bench.md").write_text(md)
+    write_text(out / "bench.md", md)
     keys = ("task", "factor", "model", "preset", "params", "gflops", "latency_ms", "peak_mem_mb", "device", "threads")
     json_rows = [{**{k: r[k] for k in keys}, **{k: v for k, v in r.items() if k not in keys}} for r in rows]
-    (out / "bench.json").write_text(json.dumps(json_rows, indent=1))
+    write_text(out / "bench.json", json.dumps(json_rows, indent=1))
     log(md)
     log(f"[bench] wrote {out / 'bench.md'} and {out / 'bench.json'} in {meta['seconds']} s")
     return rows
@@ -432,11 +437,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for s in presets:
                 if s not in PRESETS:
                     raise ConfigError(f"--presets: each must be one of {', '.join(PRESETS)}; got {s!r}")
-        bench(a.out, tasks=_parse_tasks(a.tasks), presets=presets, size=check_int("--size", a.size, minimum=8),
-              batch=check_int("--batch", a.batch, minimum=1), repeats=a.repeats, warmup=a.warmup,
-              threads=a.threads, device=a.device, budget_s=a.budget, reference=not a.no_reference, amp=a.amp,
-              channels_last=a.channels_last)
-    except (ConfigError, ValueError) as e:
+        tasks, size = _parse_tasks(a.tasks), check_int("--size", a.size, minimum=8)
+        from .models import check_task_factor
+
+        for task, factor in tasks:    # every combination is checked before anything runs or is written
+            check_task_factor(task, factor)
+            build_operator(task, factor, (size, size))
+        threads = None if a.threads is None else check_int("--threads", a.threads, minimum=1)
+        get_device(a.device)
+        bench(a.out, tasks=tasks, presets=presets, size=size,
+              batch=check_int("--batch", a.batch, minimum=1), repeats=check_int("--repeats", a.repeats, minimum=1),
+              warmup=check_int("--warmup", a.warmup, minimum=0), threads=threads, device=a.device,
+              budget_s=check_float("--budget", a.budget, minimum=0.0, strict_min=True), reference=not a.no_reference,
+              amp=a.amp, channels_last=a.channels_last)
+    except (KdmriError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from .atomic import atomic_write
+from .atomic import atomic_write, ensure_dir
 from .data import MRISliceDataset, batch_operator, split_dir, to_device
 from .errors import ConfigError, DataError, KdmriError, check_int
 from .metrics import MetricAggregator, slice_metrics
+from .resources import catch_oom
 
 METRIC_KEYS = ("MSE", "NMSE", "PSNR", "SSIM")
 
@@ -117,6 +118,10 @@ def reconstruct_volumes(model, source, task: Optional[str] = None, factor: Optio
 
     Yields:
         ``(fname, recon, target)``: float32 ``(slices, H, W)`` arrays in file units.
+
+    Raises:
+        ResourceError: the device ran out of memory (:mod:`kdmri_lib.resources`: the message
+            names ``batch_size`` and what to lower; the memory of the failed pass is released).
     """
     from .device import autocast, get_device
 
@@ -131,6 +136,8 @@ def reconstruct_volumes(model, source, task: Optional[str] = None, factor: Optio
         from tqdm.auto import tqdm
 
         it = tqdm(names, desc="reconstruct", unit="vol", leave=False)
+    oom = catch_oom("evaluation", dev, note="batch_size is the slices per forward pass (val_batch_size in training)",
+                    batch_size=batch_size, amp=amp if dev.type == "cuda" else None)
     for fname in it:
         idx = chosen[fname]
         recons, targets, slice_ids = [], [], []
@@ -138,17 +145,20 @@ def reconstruct_volumes(model, source, task: Optional[str] = None, factor: Optio
             batch = default_collate([ds[i] for i in idx[start: start + batch_size]])
             batch = to_device(batch, dev)
             op = batch_operator(batch, task, factor)
-            with autocast(dev, amp):
+            with oom, autocast(dev, amp):
                 out = model(batch["y"], op)
             scale = batch["scale"].float().reshape(-1, 1, 1, 1)
             recons.append((out.float() * scale)[:, 0].cpu().numpy())
             targets.append((batch["target"].float() * scale)[:, 0].cpu().numpy())
             slice_ids.extend(int(s) for s in batch["slice_num"])
         recon = np.concatenate(recons).astype(np.float32)
+        del recons, out, batch
         target = _file_target(ds, fname, slice_ids, recon.shape[-2:])
         if target is None:
             target = np.concatenate(targets).astype(np.float32)
+        del targets
         yield fname, recon, target
+        del recon, target      # one volume at a time: nothing of this one is kept while the next is built
 
 
 def volume_values(target: np.ndarray, recon: np.ndarray) -> dict[str, float]:
@@ -209,6 +219,7 @@ def evaluate(model, data_dir, split: str = "val", task: Optional[str] = None, fa
             if per_slice:
                 for i, m in enumerate(slice_metrics(target, recon)):
                     slices.append({"fname": fname, "slice": i, **m})
+            del recon, target  # scored: released before the next volume is reconstructed
     finally:
         model.train(was_training)
     if dist_on:
@@ -239,8 +250,7 @@ def save_reconstructions(reconstructions, out_dir: str | os.PathLike) -> list[Pa
     """
     import fastmri
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_dir(out_dir, "folder for the reconstructions")
     items = reconstructions.items() if isinstance(reconstructions, Mapping) else reconstructions
     written = []
     for item in items:
@@ -252,6 +262,7 @@ def save_reconstructions(reconstructions, out_dir: str | os.PathLike) -> list[Pa
         with atomic_write(dest) as tmp:
             fastmri.save_reconstructions({tmp.name: recon}, tmp.parent)
         written.append(dest)
+        del item, recon        # written: released before the next volume is reconstructed
     return written
 
 
@@ -357,10 +368,14 @@ def _run(args) -> int:
     from .models import build_model
 
     device = get_device(args.device)
+    batch_size = check_int("--batch-size", args.batch_size, minimum=1)
     factor = args.scale if args.scale is not None else args.acceleration
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the reconstructions")
     if args.baseline:
         task = args.task or "sr"
-        factor = factor or 4
+        factor = 4 if factor is None else factor
         model = build_model(args.baseline, task=task, factor=factor).to(device).eval()
         what = f"baseline {args.baseline}"
     else:
@@ -374,7 +389,7 @@ def _run(args) -> int:
             raise ConfigError(f"--scale {factor} but {args.checkpoint} holds an sr x{model.factor} model")
         what = f"{model.kind} {model.preset} from {args.checkpoint}"
     src = split_dir(args.data, args.split)
-    files = write_reconstructions(model, src, args.out, task, factor, device=device, batch_size=args.batch_size,
+    files = write_reconstructions(model, src, args.out, task, factor, device=device, batch_size=batch_size,
                                   progress=not args.no_progress)
     print(f"{what}: {task} x{factor}: wrote {len(files)} reconstruction file(s) to {args.out}")
     if args.evaluate:

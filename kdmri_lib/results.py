@@ -75,6 +75,7 @@ def summary_rows(methods: Mapping[str, dict], scores: Mapping[str, dict], task: 
     """One row per method: ``method``, ``source``, ``params``, ``GFLOPs`` and ``latency_ms`` at
     ``shape`` (latency optional), and the mean ``PSNR``, ``SSIM``, ``NMSE`` of ``scores``."""
     from .profile import count_params, model_flops, profile_model
+    from .resources import catch_oom
 
     rows = []
     for name, m in methods.items():
@@ -86,8 +87,10 @@ def summary_rows(methods: Mapping[str, dict], scores: Mapping[str, dict], task: 
             gflops = 0.0
         row = {"method": name, "source": m["source"], "params": params, "GFLOPs": gflops}
         if latency:
-            row["latency_ms"] = profile_model(model, task, factor, shape, device=device, repeats=repeats, warmup=1,
-                                              flops=False, budget_s=10.0)["latency_ms"]
+            with catch_oom(f"timing {name} at {shape[0]}x{shape[1]}", device,
+                           note="Set profile_latency=False, or time on the CPU (device='cpu')"):
+                row["latency_ms"] = profile_model(model, task, factor, shape, device=device, repeats=repeats, warmup=1,
+                                                  flops=False, budget_s=10.0)["latency_ms"]
         means = scores[name]["means"]
         row.update({k: means[k] for k in ("PSNR", "SSIM", "NMSE")})
         rows.append(row)

@@ -262,8 +262,11 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         ``(H, W)`` of the first sample.
     """
     from .distill import distill_losses
+    from .resources import catch_oom
 
-    with single_thread():
+    oom = catch_oom("the loss explorer", batch["y"].device, note="It runs one batch forward and backward: give it a "
+                    "smaller batch (fewer samples or smaller patches)", batch_size=int(batch["y"].shape[0]))
+    with single_thread(), oom:
         params_s = [p for p in list(student.parameters()) + list(adapters.parameters()) if p.requires_grad]
         params_t = [p for p in teacher.parameters()]
         for p in params_s + params_t:

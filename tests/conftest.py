@@ -31,3 +31,18 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     build_demo_data(out, progress=False)
     return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the bad-input corpus tally (tests/test_bad_inputs.py) when it ran."""
+    try:
+        from _corpus import PASSED, tally
+    except ImportError:  # pragma: no cover
+        return
+    if not PASSED:
+        return
+    t = tally()
+    terminalreporter.section("bad-input corpus (issue 7)")
+    for comp, (declared, ok) in t.items():
+        terminalreporter.write_line(f"{comp:28s} {ok:4d} of {declared:4d} bad inputs: one clear error, files unchanged")
+    terminalreporter.write_line(f"{'total':28s} {sum(o for _, o in t.values()):4d} of {sum(d for d, _ in t.values()):4d}")

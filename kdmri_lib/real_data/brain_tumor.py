@@ -275,8 +275,6 @@ def prepare_brain_tumor(
         dl = Path(downloads) if downloads else out / "downloads"
         src = download(url, dl / (Path(url.split("?")[0]).name or "brain_tumor.zip"), sha256, progress=progress, log=log)
     src = Path(src)
-    C.clean_partial(out)
-    tmp_dir = C.partial_dir(out)
     with C.SourceReader(src) as reader:
         images = list_images(reader.names())
         missing = [f"{SPLIT_DIRS[s].capitalize()}/{c}" for s in ("train", "test") for c in CLASSES if (s, c) not in images]
@@ -284,6 +282,8 @@ def prepare_brain_tumor(
             raise DataError(f"{src}: not the Kaggle Brain Tumor MRI layout; missing folders {', '.join(missing)} "
                             f"(expected Training/ and Testing/ with {', '.join(CLASSES)})")
         order = plan_split(images, cfg)
+        C.clean_partial(out)          # the source is usable: only now is anything written under out
+        tmp_dir = C.partial_dir(out)
         total = sum(sum(cfg.per_class(s).values()) for s in ("train", "test"))
         rows, files = [], []
         bar = tqdm(total=total, desc="brain tumor images", unit="img", disable=not progress)

@@ -249,10 +249,12 @@ def prepare_natural(
         path = _resolve_source(name, src.get(name), url.get(name), sha256.get(name), downloads, allow_unverified,
                                progress, log, report)
         folder = out / "natural" / SETS[name]
-        folder.mkdir(parents=True, exist_ok=True)
         with C.SourceReader(path) as reader:
             names = reader.names()
             chosen = select_flickr2k(names, cfg.n_train, cfg.seed) if name == "flickr2k" else select_set5(names)
+            folder.mkdir(parents=True, exist_ok=True)   # the source is usable: only now is anything written
+            C.clean_partial(out)                         # temporary files of an interrupted run
+            tmp_dir = C.partial_dir(out)
             files, rows = [], []
             used = set()
             for member, data in tqdm(reader.iter_read(chosen), total=len(chosen), desc=name, unit="img",
@@ -269,7 +271,7 @@ def prepare_natural(
                 except DataError as e:
                     report.unreadable.append(str(e))
                     continue
-                save_png(folder / fn, img)
+                save_png(folder / fn, img, tmp_dir=tmp_dir)
                 files.append(f"natural/{SETS[name]}/{fn}")
                 rows.append({"set": name, "file": f"{SETS[name]}/{fn}", "source": member,
                              "size": f"{img.shape[0]}x{img.shape[1]}"})
@@ -284,6 +286,7 @@ def prepare_natural(
                                   "rows": rows}
         report.files[name], report.done[name] = len(files), "prepared"
         C.write_json(manifest_path, manifest)
+        C.clean_partial(out)
     if report.worked:
         rows = [r for s in SETS for r in manifest["sets"].get(s, {}).get("rows", [])]
         C.write_csv(out / INDEX_NAME, rows, INDEX_COLUMNS)
