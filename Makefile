@@ -68,8 +68,12 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) data_scripts/make_demo_data.py --out $(DATA)
 
+# the five notebooks, headless (papermill), into runs/demo/: executed copies, checkpoints, figures,
+# results.md. DEMO_ARGS passes parameters, e.g. DEMO_ARGS='-p epochs 1' or '--only 01_kspace_basics'
+DEMO_ARGS ?=
 demo: data
 	$(PY) data_scripts/make_demo_data.py --out $(DATA) --summary
+	$(PY) -m kdmri_lib.notebook --out runs/demo --data $(DATA) $(DEMO_ARGS)
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)

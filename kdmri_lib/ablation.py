@@ -49,7 +49,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .atomic import atomic_write, write_json, write_text
+from .atomic import atomic_write, ensure_dir, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
 from .distill import ABLATION_ROWS, DistillConfig
 from .errors import ConfigError, KdmriError
@@ -160,7 +160,8 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
     from .reconstruct import fastmri_evaluate, write_reconstructions
 
     out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the ablation output folder (--out) is a file; expected a folder")
     wanted = tuple(s.rows) if s.rows else ROW_NAMES
     unknown = sorted(set(wanted) - set(ROW_NAMES))
     if unknown:
@@ -171,6 +172,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
     val_ds = MRISliceDataset(val_dir, s.task, s.factor)
     shape = tuple(val_ds[0]["target"].shape[-2:])
     device = get_device(s.device)
+    ensure_dir(out, "ablation output folder (--out)")    # only once the settings have been checked
     what_of = {n: w for n, _, w in ROWS}
     label_of = {n: lab for n, lab, _ in ROWS}
     if teacher_epochs(s) != s.epochs:

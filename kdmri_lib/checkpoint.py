@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import random
 import zipfile
 from pathlib import Path
@@ -151,24 +152,35 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
-            line = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), str(e).splitlines()[0])
+        # torch's weights-only unpickler names a refused class as "GLOBAL module.name"; anything
+        # else it refuses (an unknown opcode, ...) is a damaged file, not a hostile one
+        glob = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if glob:
             raise CheckpointError(
-                f"{path}: this file holds objects other than plain data ({line[:200]}); kdmri loads checkpoints with "
-                f"torch.load(weights_only=True) only, so that opening a file cannot run code. Use a checkpoint written "
-                f"by kdmri_lib.train.") from None
+                f"{path}: this file holds objects other than plain data (GLOBAL {glob.group(1)}, which unpickling "
+                f"would import or call); kdmri loads checkpoints with torch.load(weights_only=True) only, so that "
+                f"opening a file cannot run code. Use a checkpoint written by kdmri_lib.train.") from None
         raise _unreadable(path, e) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
+    except Exception as e:  # EOFError, RuntimeError, BadZipFile, IndexError, ... from a damaged file
+        if isinstance(e, (MemoryError, KeyboardInterrupt)):
+            raise
         raise _unreadable(path, e) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdmri checkpoint (no 'format': {FORMAT!r} entry); "
                               f"pass a file written by kdmri_lib.train (last.pt, best.pt, teacher_last.pt)")
-    if int(obj.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')} is newer than this kdmri "
+    version = obj.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: checkpoint 'version' is {version!r}, expected an integer; the file is "
+                              f"damaged or was not written by kdmri")
+    if version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version} is newer than this kdmri "
                               f"(reads version {VERSION}); update kdmri")
     for key in ("kind", "model_config", "model"):
         if key not in obj:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry; it is incomplete")
+    if not isinstance(obj["model_config"], dict):
+        raise CheckpointError(f"{path}: checkpoint 'model_config' is a {type(obj['model_config']).__name__}, expected a "
+                              f"dict such as {{'kind': 'student', 'preset': 'tiny', 'task': 'sr', 'factor': 4}}")
     return obj
 
 

@@ -104,11 +104,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from . import device as D
-from .atomic import atomic_write, write_json, write_text
+from .atomic import atomic_write, ensure_dir, write_json, write_text
 from .checkpoint import (load_checkpoint, load_model, model_checkpoint, plain_rng_state, restore_rng_state,
                          save_checkpoint)
 from .distill import Adapters, DistillConfig, DistillState, distill_losses, unwrap
 from .errors import CheckpointError, ConfigError, DataError, KdmriError, check_choice, check_float, check_int
+from .resources import catch_oom
 from .losses import reconstruction_loss
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "load_checkpoint", "load_model", "TrainingDiverged",
@@ -547,7 +548,9 @@ def fit(cfg: TrainConfig) -> TrainResult:
     if D.launched_distributed():
         D.init_distributed(device)
     try:
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, catch_oom("training", device, batch_size=cfg.batch_size, patch_size=cfg.patch_size,
+                                            preset=cfg.preset, teacher_preset=cfg.teacher_preset,
+                                            val_batch_size=cfg.val_batch_size, amp=cfg.amp):
             return _fit(cfg, device, stop)
     finally:
         if owns_pg:
@@ -566,7 +569,7 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
     last_path, best_path, teacher_path = out / "last.pt", out / "best.pt", out / "teacher_last.pt"
     steps_path = out / "steps.csv"
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out, "run folder (--out)")
     D.barrier()
     amp = cfg.amp and D.amp_dtype(device) is not None
     dcfg = cfg.distill

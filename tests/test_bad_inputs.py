@@ -9,8 +9,7 @@ notebook parameters — lists bad inputs; each case asserts that
 * the files that existed before are byte-identical afterwards (and the demo data untouched).
 
 ``_corpus.py`` counts the cases per component; ``conftest.py`` prints the tally after the run.
-Cases a forbidden-for-now module still gets wrong are ``xfail(strict=True)`` with the fix in the
-reason (see the issue note); they turn into failures as soon as the fix lands, so the mark goes.
+``CKPT_FIXED`` and the two ``--out is a file`` cases pin fixes of defects this corpus found.
 
 Related tests elsewhere (not repeated here): tests/test_data.py (truncated / wrong-key files,
 NaN and all-zero slices, dataset parameters), tests/test_physics.py (operator parameters),
@@ -571,21 +570,16 @@ CKPT_CASES = {
     "unet-cs-where-sr-expected": (lambda p: _good_ckpt(p, kind="unet", task="cs"), {"kind": "unet", "task": "sr"},
                                   "differs in task"),
 }
-CKPT_XFAIL = {
-    "version-not-a-number": (_variant(version="abc"), "load", "version",
-                             "checkpoint.load_checkpoint: int(obj.get('version')) raises a raw ValueError"),
-    "model-config-not-a-dict": (_variant(model_config="student"), {"kind": "student"}, "model_config",
-                                "checkpoint.check_expected: dict(ckpt['model_config']) raises a raw ValueError/AttributeError"),
-    "random-bytes-called-corrupt": (lambda p: p.write_bytes(noise(5000)) and p, "load", "truncated or corrupt",
-                                    "checkpoint.load_checkpoint reports random bytes as 'objects other than plain data'"),
-    "random-bytes-seed-17": (lambda p: p.write_bytes(noise(3000, 17)) and p, "load", "checkpoint",
-                             "checkpoint.load_checkpoint: torch's weights-only unpickler raises IndexError ('pop from "
-                             "empty list') on about 6 % of random files, and load_checkpoint does not catch it"),
-    "hostile-pickle-names-the-global": (lambda p: _evil_file(p, "system"), "load", r"GLOBAL posix\.system",
-                                        "checkpoint.load_checkpoint quotes the first line of torch's message, not the "
-                                        "blocked global"),
+# cases that were known defects until checkpoint.load_checkpoint was fixed (kept apart: they pin those fixes)
+CKPT_FIXED = {
+    "version-not-a-number": (_variant(version="abc"), "load", "version"),
+    "model-config-not-a-dict": (_variant(model_config="student"), {"kind": "student"}, "model_config"),
+    "random-bytes-called-corrupt": (lambda p: p.write_bytes(noise(5000)) and p, "load", "truncated or corrupt"),
+    "random-bytes-seed-17": (lambda p: p.write_bytes(noise(3000, 17)) and p, "load", "truncated or corrupt"),
+    "hostile-pickle-names-the-global": (lambda p: _evil_file(p, "system"), "load", r"GLOBAL posix\.system"),
 }
-declare("checkpoints", list(CKPT_CASES) + list(CKPT_XFAIL))
+CKPT_CASES.update(CKPT_FIXED)
+declare("checkpoints", list(CKPT_CASES))
 
 
 def _ckpt_case(tmp_path, case, maker, call, match):
@@ -610,11 +604,6 @@ def _ckpt_case(tmp_path, case, maker, call, match):
 def test_bad_checkpoint(tmp_path, case):
     _ckpt_case(tmp_path, case, *CKPT_CASES[case])
 
-
-@pytest.mark.parametrize("case", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v[3])) for k, v in
-                                  CKPT_XFAIL.items()])
-def test_bad_checkpoint_known_defects(tmp_path, case):
-    _ckpt_case(tmp_path, case, *CKPT_XFAIL[case][:3])
 
 
 def test_hostile_pickle_would_run_code_without_weights_only(tmp_path):
@@ -844,14 +833,12 @@ CLI_CASES = {
                                         "notebook parameter 'batch_size' must be an integer"),
     "notebook: --data missing": ("notebook", lambda w, d: ["--out", w / "nb", "--data", w / "nowhere"], "folder not found"),
 }
-CLI_XFAIL = {
-    "train: --out is a file": ("train", lambda w, d: ["student", "--data", d, "--out", w / "a file.txt", *TRAIN], "is a file",
-                               "train.TrainConfig.validate / _fit: out.mkdir raises a raw FileExistsError"),
+CLI_CASES.update({
+    "train: --out is a file": ("train", lambda w, d: ["student", "--data", d, "--out", w / "a file.txt", *TRAIN], "is a file"),
     "ablation: --out is a file": ("ablation", lambda w, d: ["--out", w / "a file.txt", "--data", d, "--rows", "zero_filled",
-                                                            *CPU], "is a file",
-                                  "ablation.run: out.mkdir raises a raw FileExistsError"),
-}
-declare("command-line programs", list(CLI_CASES) + list(CLI_XFAIL))
+                                                            *CPU], "is a file"),
+})
+declare("command-line programs", list(CLI_CASES))
 
 
 def _run_cli_case(case, cli, argv_of, match, world, capsys):
@@ -879,11 +866,6 @@ def test_cli_bad_input(case, world, capsys):
     _run_cli_case(case, *CLI_CASES[case], world, capsys)
 
 
-@pytest.mark.parametrize("case", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=v[3])) for k, v in
-                                  CLI_XFAIL.items()])
-def test_cli_bad_input_known_defects(case, world, capsys):
-    _run_cli_case(case, *CLI_XFAIL[case][:3], world, capsys)
-
 
 def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
     """The same promise through real processes (one bad input per program, run side by side):
@@ -903,8 +885,8 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
         "reconstruct": ([py, "-m", "kdmri_lib.reconstruct", "--checkpoint", w / "random.pt", "--data", demo_dir, "--out",
                          w / "rec"], "random.pt"),
         "profile": ([py, "-m", "kdmri_lib.profile", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
-        "ablation": ([py, "-m", "kdmri_lib.ablation", "--out", tmp_path / "ablation out", "--data", demo_dir, "--rows",
-                      "bogus"], "bogus"),       # ablation makes its --out folder first (see the xfail test below)
+        "ablation": ([py, "-m", "kdmri_lib.ablation", "--out", w / "ablation out", "--data", demo_dir, "--rows",
+                      "bogus"], "bogus"),
         "notebook": ([py, "-m", "kdmri_lib.notebook", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),
     }
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
@@ -918,8 +900,6 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
     assert sorted(p.name for p in w.iterdir()) == ["empty dir", "random.pt"]   # nothing created on the way
 
 
-@pytest.mark.xfail(strict=True, reason="ablation.run creates --out before it checks --rows / --data / --device; "
-                                       "validate first, then make the folder")
 def test_ablation_bad_input_creates_no_folder(tmp_path, demo_dir, capsys):
     from kdmri_lib import ablation
 

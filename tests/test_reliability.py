@@ -711,8 +711,6 @@ def test_loss_explorer_out_of_memory_is_advice(monkeypatch):
     assert lin.weight.requires_grad                            # requires_grad flags restored
 
 
-@pytest.mark.xfail(strict=True, reason="train.fit does not wrap training in kdmri_lib.resources.catch_oom yet: "
-                                       "a CUDA OOM escapes as torch.cuda.OutOfMemoryError (see the issue note)")
 def test_training_out_of_memory_is_advice(demo_dir, tmp_path, monkeypatch):
     from kdmri_lib import train as T
 
