@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from .atomic import atomic_write
 from .errors import ConfigError, check_choice, check_float, check_int
 
 #: where the notebooks live relative to the repository, for path defaults
@@ -351,6 +352,89 @@ def run_notebooks(out: str | os.PathLike = "runs/demo", names=NOTEBOOKS, paramet
     return results
 
 
+#: strings that must not appear in the outputs of a committed notebook
+_FORBIDDEN_IN_OUTPUTS = ("Traceback (most recent call last)", "/home/", "/root/", "/tmp/", "/work/", "/Users/",
+                         "site-packages")
+
+
+def output_problems(nb: Mapping[str, Any]) -> list[str]:
+    """What makes an executed notebook unfit to commit: error outputs, warnings on stderr,
+    absolute paths in outputs. Returns one line per problem (empty: fine)."""
+    problems = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []) or []:
+            if out.get("output_type") == "error":
+                problems.append(f"cell {i}: error output {out.get('ename')}: {out.get('evalue')}")
+                continue
+            text = out.get("text", "")
+            if isinstance(text, list):
+                text = "".join(text)
+            data = out.get("data", {})
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                v = data.get(mime, "")
+                text += "".join(v) if isinstance(v, list) else v
+            if out.get("name") == "stderr" and "Warning" in text:
+                problems.append(f"cell {i}: a warning on stderr: {text.strip().splitlines()[0][:120]}")
+            for bad in _FORBIDDEN_IN_OUTPUTS:
+                if bad in text:
+                    problems.append(f"cell {i}: {bad!r} in an output")
+    return problems
+
+
+def store_outputs(run_dir: str | os.PathLike, names=NOTEBOOKS) -> list[Path]:
+    """Copy the executed notebooks of a default run (``make demo``) back over ``notebooks/``, so
+    the committed notebooks carry the outputs of a default run.
+
+    The papermill ``injected-parameters`` cell and papermill's per-cell metadata are dropped (the
+    run's parameters must equal the defaults of the parameters cell: only ``run_dir`` /
+    ``data_dir`` may have been injected, with their default values).
+
+    Raises:
+        ConfigError: a notebook is missing in ``run_dir``, was run with other parameters, or has
+            outputs unfit to commit (:func:`output_problems`); nothing is written then.
+    """
+    import nbformat
+
+    run_dir = Path(run_dir)
+    nb_dir = notebooks_dir()
+    staged = []
+    for name in names:
+        src = run_dir / f"{name}.ipynb"
+        if not src.is_file():
+            raise ConfigError(f"{src}: executed notebook not found; run `make demo` first")
+        nb = nbformat.read(src, as_version=4)
+        cells = []
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags:
+                injected = {}
+                for line in cell.source.splitlines():
+                    if "=" in line and not line.lstrip().startswith("#"):
+                        k, v = (t.strip() for t in line.split("=", 1))
+                        injected[k] = v
+                allowed = {"run_dir": '"../runs/demo"', "data_dir": '"../data/demo"'}
+                other = {k: v for k, v in injected.items() if allowed.get(k) != v}
+                if other:
+                    raise ConfigError(f"{src}: was run with non-default parameters {other}; store the outputs of a "
+                                      f"default run (make demo)")
+                continue
+            cell.get("metadata", {}).pop("papermill", None)
+            cell.get("metadata", {}).pop("execution", None)
+            cells.append(cell)
+        nb.cells = cells
+        nb.metadata.pop("papermill", None)
+        problems = output_problems(nb)
+        if problems:
+            raise ConfigError(f"{src}: outputs unfit to commit:\n  " + "\n  ".join(problems))
+        staged.append((nb_dir / f"{name}.ipynb", nb))
+    written = []
+    for dst, nb in staged:
+        with atomic_write(dst) as tmp:
+            nbformat.write(nb, str(tmp))
+        written.append(dst)
+    return written
+
+
 def main(argv=None) -> int:
     import argparse
     import json
@@ -362,6 +446,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help=f"notebooks to run (default: all of {', '.join(NOTEBOOKS)})")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="notebook parameter (value parsed as JSON when possible), e.g. -p epochs 3")
+    p.add_argument("--store-outputs", action="store_true",
+                   help="maintainers: after a default run into runs/demo, copy the executed notebooks (outputs "
+                        "included) back over notebooks/")
     args = p.parse_args(argv)
     params = {}
     for k, v in args.param:
@@ -410,6 +497,15 @@ def main(argv=None) -> int:
     if (out / "results.md").exists():
         print()
         print((out / "results.md").read_text())
+    if args.store_outputs:
+        try:
+            if params:
+                raise ConfigError("--store-outputs: only the outputs of a default run are stored (drop the -p options)")
+            for dst in store_outputs(out, names):
+                print(f"stored the outputs in {dst}")
+        except KdmriError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -301,11 +301,17 @@ def tradeoff(rows: Sequence[Mapping], x: str = "GFLOPs", y: str = "PSNR", size: 
     positive = [v for v in xs if v > 0]
     floor = min(positive) / 3 if positive else 1e-3
     smax = max((r.get(size) or 0) for r in rows) or 1
+    ys = [r[y] for r in rows]
+    yrange = (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float]] = []
     for r, xv in zip(rows, xs):
         xv = xv if xv > 0 else floor
         area = 30 + 400 * (r.get(size) or 0) / smax
         ax.scatter([xv], [r[y]], s=area, alpha=0.6)
-        ax.annotate(r.get("method", ""), (xv, r[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # labels of (nearly) coinciding points are stacked instead of printed over each other
+        near = sum(abs(px - xv) <= 0.05 * xv and abs(py - r[y]) <= 0.04 * yrange for px, py in placed)
+        placed.append((xv, r[y]))
+        ax.annotate(r.get("method", ""), (xv, r[y]), textcoords="offset points", xytext=(5, 4 - 9 * near), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel(x + (" (log; baselines at the left edge)" if positive and len(positive) < len(xs) else " (log)"))
     ax.set_ylabel(y + (" (dB)" if y == "PSNR" else ""))

@@ -91,3 +91,22 @@ def test_parameter_validation_is_clear(tmp_path, demo_dir):
     with pytest.raises(pm.PapermillExecutionError, match="notebook parameter 'task' must be one of"):
         execute(src, tmp_path / "bad.ipynb", {"data_dir": str(demo_dir), "run_dir": str(tmp_path), "task": "mri"},
                 cwd=notebooks_dir())
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
+    """The notebooks in the repository read well on GitHub: every code cell was executed (a default
+    run, stored by ``python -m kdmri_lib.notebook --store-outputs``), no papermill parameter cell was
+    left in, and no output holds an error, a warning or an absolute path."""
+    import nbformat
+
+    from kdmri_lib.notebook import notebooks_dir, output_problems
+
+    nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), f"{name}: not every code cell was executed"
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert output_problems(nb) == []
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in code for o in c.get("outputs", [])), f"{name}: no figure in the stored outputs"
