@@ -108,5 +108,5 @@ def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
     assert output_problems(nb) == []
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+    assert any(o.get("output_type") in ("display_data", "execute_result") and "image/png" in o.get("data", {})
                for c in code for o in c.get("outputs", [])), f"{name}: no figure in the stored outputs"
