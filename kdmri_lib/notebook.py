@@ -300,14 +300,16 @@ def execute(src: str | os.PathLike, dst: str | os.PathLike, parameters: Optional
             cwd: Optional[str | os.PathLike] = None, timeout: Optional[int] = None) -> None:
     """Execute one notebook with papermill (no progress bar; the kernel's own log quiet).
 
-    The kernel runs with ``IPKernelApp.log_level=ERROR``: ipykernel otherwise prints an
-    informational warning about unencrypted local TCP transport on every start.
+    The kernel runs with ``IPKernelApp.log_level=CRITICAL``: ipykernel otherwise prints an
+    informational warning about unencrypted local TCP transport on every start, and now and then
+    "KeyboardInterrupt caught in kernel" when the client interrupts the idle kernel while shutting
+    it down. Errors in the notebook itself are unaffected: papermill raises them with the cell.
     """
     import papermill as pm
 
     pm.execute_notebook(str(src), str(dst), parameters=dict(parameters or {}), cwd=str(cwd or Path(src).parent),
                         progress_bar=False, kernel_name="python3", log_output=False, execution_timeout=timeout,
-                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
 
 
 def run_notebooks(out: str | os.PathLike = "runs/demo", names=NOTEBOOKS, parameters: Optional[Mapping[str, Any]] = None,

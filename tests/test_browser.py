@@ -211,6 +211,33 @@ def _write_jupyter_config(home: Path) -> dict:
     }
 
 
+#: parameters a workshop leader would lower to see the widgets quickly (the test is about the
+#: widgets in a browser, not about training: notebook 04 otherwise trains for minutes first)
+QUICK_PARAMS = {"04_distill": {"teacher_epochs": "1", "epochs": "1", "steps_per_epoch": "10", "val_slices": "2"}}
+
+
+def _prepare_copy(path: Path) -> None:
+    """Clear the stored outputs (and saved widget state) of a notebook copy, so that everything the
+    test sees was produced by the browser's kernel, and lower the parameters of QUICK_PARAMS."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    quick = QUICK_PARAMS.get(path.stem, {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs, cell.execution_count = [], None
+        if quick and "parameters" in cell.metadata.get("tags", []):
+            lines = cell.source.splitlines()
+            for i, line in enumerate(lines):
+                name = line.split("=", 1)[0].strip()
+                if "=" in line and name in quick:
+                    lines[i] = f"{name} = {quick[name]}"
+            cell.source = "\n".join(lines)
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, str(path))
+
+
 @pytest.fixture(scope="module")
 def lab(browser_tools, demo_dir, tmp_path_factory):
     """``jupyter lab`` on 127.0.0.1 serving a temporary copy of the notebooks.
@@ -220,6 +247,8 @@ def lab(browser_tools, demo_dir, tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(REPO / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for nb_path in (root / "notebooks").glob("*.ipynb"):
+        _prepare_copy(nb_path)
     (root / "data").mkdir()
     (root / "data" / "demo").symlink_to(Path(demo_dir).resolve(), target_is_directory=True)
     (root / "runs").mkdir()
