@@ -38,20 +38,19 @@ every row); an interrupted row is resumed. Rows run in sequence with a progress 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .atomic import atomic_write, ensure_dir, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
-from .distill import ABLATION_ROWS, DistillConfig
+from .distill import DistillConfig
 from .errors import ConfigError, KdmriError
 from .train import TrainConfig, TrainingInterrupted, fit
 
@@ -160,8 +159,6 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[d
     from .reconstruct import fastmri_evaluate, write_reconstructions
 
     out = Path(s.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: the ablation output folder (--out) is a file; expected a folder")
     wanted = tuple(s.rows) if s.rows else ROW_NAMES
     unknown = sorted(set(wanted) - set(ROW_NAMES))
     if unknown:

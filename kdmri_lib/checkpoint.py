@@ -35,7 +35,6 @@ import os
 import pickle
 import re
 import random
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -161,9 +160,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                 f"would import or call); kdmri loads checkpoints with torch.load(weights_only=True) only, so that "
                 f"opening a file cannot run code. Use a checkpoint written by kdmri_lib.train.") from None
         raise _unreadable(path, e) from None
+    except MemoryError:
+        raise
     except Exception as e:  # EOFError, RuntimeError, BadZipFile, IndexError, ... from a damaged file
-        if isinstance(e, (MemoryError, KeyboardInterrupt)):
-            raise
         raise _unreadable(path, e) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdmri checkpoint (no 'format': {FORMAT!r} entry); "

@@ -85,7 +85,6 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import shutil
@@ -107,7 +106,7 @@ from . import device as D
 from .atomic import atomic_write, ensure_dir, write_json, write_text
 from .checkpoint import (load_checkpoint, load_model, model_checkpoint, plain_rng_state, restore_rng_state,
                          save_checkpoint)
-from .distill import Adapters, DistillConfig, DistillState, distill_losses, unwrap
+from .distill import Adapters, DistillConfig, DistillState, distill_losses
 from .errors import CheckpointError, ConfigError, DataError, KdmriError, check_choice, check_float, check_int
 from .resources import catch_oom
 from .losses import reconstruction_loss

@@ -47,6 +47,7 @@ import hashlib
 import lzma
 import os
 import re
+import shutil
 import tarfile
 import time
 import zlib
@@ -478,11 +479,7 @@ def _from_archive(s: Source, fp: dict, out: Path, cfg: FastMRIConfig, report: Fa
                     tmp = tmp_dir / f"{base}.part"
                     f = tf.extractfile(member)
                     with open(tmp, "wb") as w:
-                        while True:
-                            b = f.read(C_CHUNK)
-                            if not b:
-                                break
-                            w.write(b)
+                        shutil.copyfileobj(f, w, C_CHUNK)
                     try:
                         row = verify_knee_file(tmp, split, full=cfg.full_check, name=base)
                     except DataError as e:
