@@ -408,11 +408,29 @@ def test_demo_builder_killed_mid_build_then_rerun_gives_the_same_files(tmp_path)
 
     args = ["--stride", "15", "--quiet"]
     victim = tmp_path / "killed ü"
-    proc = subprocess.Popen([PY, str(REPO / "data_scripts" / "make_demo_data.py"), "--out", str(victim), *args],
+    ready = tmp_path / "ready"
+    # the real script, paused when it starts its third volume (two written): killed there, not at a guessed time
+    driver = textwrap.dedent(f"""
+        import runpy, sys, time
+        from pathlib import Path
+        from kdmri_lib import demo_data
+        real, n = demo_data.simulate_volume, [0]
+        def simulate(*a, **k):
+            n[0] += 1
+            if n[0] == 3:
+                Path({str(ready)!r}).touch()
+                time.sleep(300)
+            return real(*a, **k)
+        demo_data.simulate_volume = simulate
+        sys.argv = [{str(REPO / "data_scripts" / "make_demo_data.py")!r}] + sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    """)
+    proc = subprocess.Popen([PY, "-c", driver, "--out", str(victim), *args],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t0 = time.time()
-    while len(list(victim.glob("singlecoil_*/*.h5"))) < 2 and proc.poll() is None and time.time() - t0 < 120:
-        time.sleep(0.005)
+    while not ready.exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.01)
+    assert len(list(victim.glob("singlecoil_*/*.h5"))) == 2
     proc.kill()
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"

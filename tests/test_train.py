@@ -191,36 +191,62 @@ def _env():
     return env
 
 
-def _wait_for_epoch(path: Path, epoch: int, proc, timeout: float = 120.0) -> None:
+PAUSED_CLI = r"""
+# `python -m kdmri_lib.train ARGS`, except that after global step AT it writes READY and waits for GO:
+# the test then knows the run is in the middle of an epoch, with steps left, when it signals it from
+# outside (no timing guess; a fast machine once finished the epoch before a sleep-based test's signal)
+import os, sys, time
+from pathlib import Path
+from kdmri_lib import train as T
+ready, go, at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+real, n = T._train_step, [0]
+def step(*a, **k):
+    out = real(*a, **k)
+    n[0] += 1
+    if n[0] == at:
+        ready.touch()
+        t0 = time.time()
+        while not go.exists() and time.time() - t0 < 300:
+            time.sleep(0.01)
+    return out
+T._train_step = step
+sys.exit(T.main(sys.argv[4:]))
+"""
+
+
+def _paused_cli(demo_dir, out, at, *extra):
+    """Start the training CLI paused after global step ``at``; returns (process, ready, go)."""
+    ready, go = out.parent / f"{out.name}.ready", out.parent / f"{out.name}.go"
+    argv = _cli(demo_dir, out, *extra)[3:]
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_CLI, str(ready), str(go), str(at), *argv], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while time.time() - t0 < timeout:
+    while not ready.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.communicate()}")
-        if path.exists():
-            try:
-                if load_checkpoint(path)["epoch"] >= epoch:
-                    return
-            except CheckpointError:
-                pass
+            raise AssertionError(f"training ended before step {at}: {proc.communicate()}")
+        if time.time() - t0 > 300:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for step {at}")
         time.sleep(0.02)
-    raise AssertionError("timed out waiting for a checkpoint")
+    return proc, ready, go
 
 
 @pytest.mark.slow
 def test_cli_sigint_mid_epoch_then_resume_equals_uninterrupted(demo_dir, tmp_path):
-    args = ("--epochs", "2", "--steps-per-epoch", "12")
+    """A real SIGINT from outside the process, in the middle of epoch 2 (after its first step):
+    exit code 130, an interrupt checkpoint at epoch 2 step 1, and ``--resume`` ends with the
+    uninterrupted run's weights."""
+    args = ("--epochs", "2", "--steps-per-epoch", "6")
     ref = subprocess.run(_cli(demo_dir, tmp_path / "full", *args), env=_env(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen(_cli(demo_dir, tmp_path / "int", *args), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for_epoch(tmp_path / "int" / "last.pt", 1, proc)
-    time.sleep(0.3)                                                  # a few steps into epoch 2
+    proc, _, go = _paused_cli(demo_dir, tmp_path / "int", 7, *args)          # epoch 2, step 1 done
     proc.send_signal(signal.SIGINT)
+    go.touch()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "interrupted at epoch 2 step" in err and "resume with --resume" in err and "Traceback" not in err
+    assert "interrupted at epoch 2 step 1; resume with --resume" in err and "Traceback" not in err, err
     ck = load_checkpoint(tmp_path / "int" / "last.pt")
-    assert ck["interrupted"] and ck["epoch"] == 1 and 0 <= ck["step"] < 12
+    assert ck["interrupted"] and (ck["epoch"], ck["step"], ck["global_step"]) == (1, 1, 7)
     res = subprocess.run(_cli(demo_dir, tmp_path / "int", *args, "--resume"), env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert_same_weights(state_of(tmp_path / "full" / "last.pt"), state_of(tmp_path / "int" / "last.pt"))
@@ -228,15 +254,15 @@ def test_cli_sigint_mid_epoch_then_resume_equals_uninterrupted(demo_dir, tmp_pat
 
 @pytest.mark.slow
 def test_cli_kill_9_then_resume_from_last_good_checkpoint(demo_dir, tmp_path):
+    """``kill -9`` from outside in the middle of epoch 2: the epoch-1 checkpoint is intact and
+    ``--resume`` ends with the uninterrupted run's weights."""
     args = ("--epochs", "3", "--steps-per-epoch", "6")
-    proc = subprocess.Popen(_cli(demo_dir, tmp_path / "k", *args), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for_epoch(tmp_path / "k" / "last.pt", 1, proc)
-    time.sleep(0.2)
+    proc, _, _ = _paused_cli(demo_dir, tmp_path / "k", 8, *args)            # epoch 2, step 2 done
     proc.kill()
     proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
     ck = load_checkpoint(tmp_path / "k" / "last.pt")                 # intact: atomic writes
-    assert ck["epoch"] in (1, 2) and not ck["interrupted"]
+    assert (ck["epoch"], ck["step"], ck["interrupted"]) == (1, 0, False)
     res = subprocess.run(_cli(demo_dir, tmp_path / "k", *args, "--resume"), env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     ref = subprocess.run(_cli(demo_dir, tmp_path / "full", *args), env=_env(), capture_output=True, text=True)
