@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -30,3 +31,49 @@ def assert_same_weights(a: dict, b: dict, exact: bool = True) -> None:
             assert torch.equal(a[k], b[k]), f"{k} differs (max |diff| {float((a[k] - b[k]).abs().max()):.3g})"
         else:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+
+
+#: ``python TRAIN_DRIVER HOW AT [READY GO] ARGS...`` runs ``python -m kdmri_lib.train ARGS`` and, at a
+#: chosen point, dies or pauses, so that tests interrupt a real training process at an exact step
+#: rather than after a guessed sleep:
+#: ``kill`` / ``term``: SIGKILL / SIGTERM to itself after global step AT;
+#: ``kill-in-write``: SIGKILL half-way through the AT-th checkpoint write (the file left truncated);
+#: ``pause``: after global step AT, touch READY and wait (at most 300 s) until GO exists — the test
+#: signals the process from outside in between.
+TRAIN_DRIVER = textwrap.dedent(r'''
+    import os, signal, sys, time
+    from pathlib import Path
+    import torch
+    from kdmri_lib import train as T
+    how, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    if how == "pause":
+        ready, go, argv = Path(argv[0]), Path(argv[1]), argv[2:]
+    if how in ("kill", "term", "pause"):             # after global step `at`
+        real, n = T._train_step, [0]
+        def step(*a, **k):
+            out = real(*a, **k)
+            n[0] += 1
+            if n[0] == at and how == "pause":
+                ready.touch()
+                t0 = time.time()
+                while not go.exists() and time.time() - t0 < 300:
+                    time.sleep(0.01)
+            elif n[0] == at:
+                os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGTERM)
+            return out
+        T._train_step = step
+    elif how == "kill-in-write":                     # half-way through the `at`-th checkpoint write
+        real_save, n = torch.save, [0]
+        def save(obj, f, *a, **k):
+            n[0] += 1
+            real_save(obj, f, *a, **k)
+            if n[0] == at:
+                data = open(f, "rb").read()
+                with open(f, "wb") as fh:
+                    fh.write(data[: len(data) // 2])
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = save
+    sys.exit(T.main(argv))
+''')

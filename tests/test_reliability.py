@@ -49,7 +49,7 @@ from kdmri_lib.checkpoint import load_checkpoint
 from kdmri_lib.errors import ConfigError, KdmriError
 from kdmri_lib.fastmri_format import ismrmrd_header, write_volume
 
-from _train_utils import assert_same_weights, state_of, tiny_cfg
+from _train_utils import TRAIN_DRIVER, assert_same_weights, state_of, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -280,37 +280,6 @@ def test_configurations_are_plain_json(demo_dir, tmp_path):
 # interrupted work: training
 # ============================================================================================
 
-DRIVER = textwrap.dedent(r'''
-    """Run `python -m kdmri_lib.train`, dying (or being stopped) at a chosen point."""
-    import os, signal, sys
-    import torch
-    from kdmri_lib import train as T
-    how, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    if how in ("kill", "term"):                      # after global step `at`
-        real, n = T._train_step, [0]
-        def step(*a, **k):
-            out = real(*a, **k)
-            n[0] += 1
-            if n[0] == at:
-                os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGTERM)
-            return out
-        T._train_step = step
-    elif how == "kill-in-write":                     # half-way through the `at`-th checkpoint write
-        real_save, n = torch.save, [0]
-        def save(obj, f, *a, **k):
-            n[0] += 1
-            real_save(obj, f, *a, **k)
-            if n[0] == at:
-                data = open(f, "rb").read()
-                with open(f, "wb") as fh:
-                    fh.write(data[: len(data) // 2])
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.kill(os.getpid(), signal.SIGKILL)
-        torch.save = save
-    sys.exit(T.main(argv))
-''')
-
 
 def _train_argv(demo_dir, out, *extra):
     return ["student", "--data", str(demo_dir), "--out", str(out), "--device", "cpu", "--batch-size", "2",
@@ -327,7 +296,7 @@ def test_training_killed_or_stopped_mid_epoch_resumes_to_the_same_weights(demo_d
     from kdmri_lib import train as T
 
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
+    driver.write_text(TRAIN_DRIVER)
     runs = {"kill": ("kill", 4), "term": ("term", 5), "kill-in-write": ("kill-in-write", 2)}
     procs = {k: subprocess.Popen([PY, str(driver), how, str(at), *_train_argv(demo_dir, tmp_path / k)], env=_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

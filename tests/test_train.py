@@ -19,7 +19,7 @@ from kdmri_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from kdmri_lib.distill import DistillConfig
 from kdmri_lib.errors import CheckpointError, ConfigError, DataError
 
-from _train_utils import assert_same_weights, state_of, tiny_cfg
+from _train_utils import TRAIN_DRIVER, assert_same_weights, state_of, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,34 +191,12 @@ def _env():
     return env
 
 
-PAUSED_CLI = r"""
-# `python -m kdmri_lib.train ARGS`, except that after global step AT it writes READY and waits for GO:
-# the test then knows the run is in the middle of an epoch, with steps left, when it signals it from
-# outside (no timing guess; a fast machine once finished the epoch before a sleep-based test's signal)
-import os, sys, time
-from pathlib import Path
-from kdmri_lib import train as T
-ready, go, at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-real, n = T._train_step, [0]
-def step(*a, **k):
-    out = real(*a, **k)
-    n[0] += 1
-    if n[0] == at:
-        ready.touch()
-        t0 = time.time()
-        while not go.exists() and time.time() - t0 < 300:
-            time.sleep(0.01)
-    return out
-T._train_step = step
-sys.exit(T.main(sys.argv[4:]))
-"""
-
-
 def _paused_cli(demo_dir, out, at, *extra):
-    """Start the training CLI paused after global step ``at``; returns (process, ready, go)."""
+    """Start the training CLI paused after global step ``at`` (``TRAIN_DRIVER``'s ``pause``): the
+    run is in the middle of an epoch, with steps left, when the test signals it. Returns (process, ready, go)."""
     ready, go = out.parent / f"{out.name}.ready", out.parent / f"{out.name}.go"
     argv = _cli(demo_dir, out, *extra)[3:]
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED_CLI, str(ready), str(go), str(at), *argv], env=_env(),
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_DRIVER, "pause", str(at), str(ready), str(go), *argv], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not ready.exists():
