@@ -9,7 +9,7 @@ bicubic), the fastMRI U-Net, the student alone, vanilla KD (frozen teacher, outp
 distillation, where feature = adapters + attention maps), then cumulatively + edge loss,
 + confidence weights, + teacher correction, + dynamic weighting (= the full method), and the
 teacher. Every learned row is trained by :func:`kdmri_lib.train.fit` with the same seed, epochs,
-steps per epoch, batch, patch size and learning rate; the distillation rows all start from the same
+steps per epoch and whole-slice batches, each model kind with its recipe (learning rate, warm-up); the distillation rows all start from the same
 teacher (the ``teacher`` row's final checkpoint). The teacher is the one exception to the shared
 budget: it trains ``3 x`` the epochs (``--teacher-epochs``), as a distillation teacher is trained
 before and longer than its student. At the rows' budget the ``tiny`` Swin teacher is *worse* than
@@ -92,9 +92,8 @@ class AblationSettings:
     epochs: int = 8
     steps_per_epoch: Optional[int] = 100
     teacher_epochs: Optional[int] = None
-    batch_size: int = 8
-    patch_size: Optional[int] = 64
-    lr: float = 1e-3
+    batch_size: Optional[int] = None   # None: each model kind's recipe (train.RECIPES)
+    lr: Optional[float] = None
     seed: int = 0
     device: str = "auto"
     val_slices: Optional[int] = 6
@@ -106,7 +105,7 @@ class AblationSettings:
 def _train_config(s: AblationSettings, name: str, what: str) -> TrainConfig:
     out = Path(s.out) / name
     common = dict(data_dir=s.data, out_dir=str(out), task=s.task, factor=s.factor, epochs=s.epochs,
-                  steps_per_epoch=s.steps_per_epoch, batch_size=s.batch_size, patch_size=s.patch_size, lr=s.lr,
+                  steps_per_epoch=s.steps_per_epoch, batch_size=s.batch_size, lr=s.lr,
                   seed=s.seed, device=s.device, val_slices=s.val_slices, resume=True, progress=s.progress,
                   verbose=False)
     if what == "teacher":
@@ -276,8 +275,10 @@ def to_markdown(rows: Sequence[dict], meta: dict) -> str:
     lines = ["# Distillation ablation", "",
              f"Task `{s['task']}` x{s['factor']}, student preset `{s['preset']}`, teacher preset "
              f"`{s['teacher_preset'] or s['preset']}`; every learned row: seed {s['seed']}, {s['epochs']} epochs x "
-             f"{s['steps_per_epoch'] or 'one pass of'} steps, batch {s['batch_size']}, patch {s['patch_size']}, "
-             f"AdamW lr {s['lr']:g} with a cosine schedule"
+             f"{s['steps_per_epoch'] or 'one pass of'} steps of whole slices, "
+             + (f"batch {s['batch_size']}, " if s.get('batch_size') else "")
+             + (f"AdamW lr {s['lr']:g}" if s.get('lr') else "each model kind's recipe (batch, lr, warm-up: `kdmri_lib.train.RECIPES`)")
+             + " with a cosine schedule"
              + f"; the teacher row (the distillation rows' teacher) trains {meta['teacher_epochs']} epochs.",
              f"Scored: final checkpoint of each row (no model selection on these slices), reconstructions of all "
              f"{meta['val_slices']} held-out slices of the {meta['val_volumes']} validation volumes "
@@ -347,9 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="optimiser steps per epoch")
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help=f"epochs of the teacher row (default: {TEACHER_BUDGET} x --epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch")
-    p.add_argument("--patch-size", type=int, default=d.patch_size, help="training patch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of every learned row")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch of whole slices (default: each model kind's recipe)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of every learned row (default: each model kind's recipe)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of every row")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--val-slices", type=int, default=d.val_slices,
@@ -365,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     factor = args.scale if args.scale is not None else args.acceleration
     s = AblationSettings(out=args.out, data=args.data, task=args.task, factor=factor or 4, preset=args.preset,
                          teacher_preset=args.teacher_preset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         teacher_epochs=args.teacher_epochs, batch_size=args.batch_size, patch_size=args.patch_size or None,
+                         teacher_epochs=args.teacher_epochs, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, device=args.device, val_slices=args.val_slices,
                          rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None,
                          force=args.force, progress=not args.no_progress)

@@ -65,21 +65,21 @@ class NotebookContext:
 
 
 #: integer parameters: (minimum, None allowed). None means "not set" only where the toolkit gives it a meaning
-#: (steps_per_epoch: one pass; val_slices: every slice; patch_size: full slices).
+#: (steps_per_epoch: one pass; val_slices: every slice; batch_size: the model kind's recipe).
 INT_PARAMS = {
     "scale": (2, False), "acceleration": (1, False), "epochs": (1, False), "teacher_epochs": (0, False),
-    "batch_size": (1, False), "patch_size": (8, True), "steps_per_epoch": (1, True), "val_slices": (1, True),
+    "batch_size": (1, True), "steps_per_epoch": (1, True), "val_slices": (1, True),
     "slice_num": (0, False), "ablation_epochs": (1, False), "ablation_steps_per_epoch": (1, True),
 }
 #: float parameters: (minimum, strictly greater, maximum, None allowed)
-FLOAT_PARAMS = {"lr": (0.0, True, None, False), "teacher_lr": (0.0, True, None, True),
+FLOAT_PARAMS = {"lr": (0.0, True, None, True), "teacher_lr": (0.0, True, None, True),
                 "center_fraction": (0.0, False, 1.0, True)}
 #: True / False switches of the notebooks
 BOOL_PARAMS = ("profile_latency", "output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic",
                "run_ablation")
 #: the parameters setup() reads from a notebook's namespace
 KNOWN_PARAMS = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset", "teacher_preset", "ablation_preset",
-                "epochs", "teacher_epochs", "batch_size", "patch_size", "steps_per_epoch", "val_slices", "lr",
+                "epochs", "teacher_epochs", "batch_size", "steps_per_epoch", "val_slices", "lr",
                 "teacher_lr", "device", "seed", "mask_type", "center_fraction", "volume", "slice_num", "confidence",
                 "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch") + BOOL_PARAMS
 
@@ -110,8 +110,10 @@ def _validate(params: Mapping[str, Any]) -> dict:
         p[k] = check_int(name(k), p[k], minimum=minimum)
     if p.get("scale") is not None and p["scale"] not in SR_SCALES:
         raise ConfigError(f"{name('scale')} must be one of {', '.join(map(str, SR_SCALES))}; got {p['scale']}")
-    if p.get("task") == "sr" and p.get("scale") is not None and p.get("patch_size") and p["patch_size"] % p["scale"]:
-        raise ConfigError(f"notebook parameter 'patch_size' ({p['patch_size']}) must be divisible by 'scale' ({p['scale']})")
+    if "patch_size" in p:  # a parameter of earlier versions: every training sample is now a whole slice
+        from .data import reject_patch_size
+
+        reject_patch_size(p.pop("patch_size"), "notebook parameter patch_size")
     for k, (minimum, strict, maximum, none_ok) in FLOAT_PARAMS.items():
         if k not in p:
             continue

@@ -69,7 +69,7 @@ def open_split(source, task: str, factor: int, split: str = "val") -> MRISliceDa
     """A full-slice dataset with fixed (validation) masks for a data folder or split folder."""
     if isinstance(source, MRISliceDataset):
         return source
-    return MRISliceDataset(split_dir(source, split), task, factor, patch_size=None, train_masks=False)
+    return MRISliceDataset(split_dir(source, split), task, factor, train_masks=False)
 
 
 def _model_task(model, task, factor):

@@ -5,7 +5,7 @@ patch or the model was too large for the GPU. Left alone it leaves a long traceb
 inside torch, and the traceback's frames keep the activations alive, so the GPU stays full and
 the next cell fails too. :class:`catch_oom` fixes both::
 
-    with catch_oom("training", device=device, batch_size=8, patch_size=128, preset="paper"):
+    with catch_oom("training", device=device, batch_size=8, preset="paper"):
         ...  # forward / backward passes
 
 On ``torch.cuda.OutOfMemoryError`` (or a CPU / MPS allocator failure: ``RuntimeError`` with
@@ -36,7 +36,6 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory
 _LOWER = {
     "batch_size": lambda v: f"batch_size={max(1, int(v) // 2)}" if int(v) > 1 else None,
     "val_batch_size": lambda v: f"val_batch_size={max(1, int(v) // 2)}" if int(v) > 1 else None,
-    "patch_size": lambda v: f"patch_size={max(8, (int(v) // 2) // 8 * 8)}" if v and int(v) > 16 else None,
     "preset": lambda v: {"paper": "preset='small'", "small": "preset='tiny'"}.get(str(v)),
     "teacher_preset": lambda v: {"paper": "teacher_preset='small'", "small": "teacher_preset='tiny'"}.get(str(v)),
     "val_slices": lambda v: None,
@@ -130,7 +129,7 @@ def oom_error(exc: BaseException, where: str, device: Any = None, note: Optional
         where: what was running, e.g. ``"training"``, ``"evaluation"``.
         device: the device it ran on (named in the message, with its memory on CUDA).
         note: an extra sentence (e.g. which option sets the batch size in the caller).
-        **settings: the settings in use (``batch_size``, ``patch_size``, ``preset``, ``val_batch_size``,
+        **settings: the settings in use (``batch_size``, ``preset``, ``val_batch_size``,
             ``amp``, ...), named with their values; the ones that can be lowered get a suggestion.
     """
     current = ", ".join(f"{k}={v!r}" for k, v in settings.items() if v is not None)

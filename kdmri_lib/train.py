@@ -15,7 +15,7 @@ Command line (``python -m kdmri_lib.train --help`` lists every flag)::
 What one epoch is
 -----------------
 ``steps_per_epoch`` optimiser steps (default: one pass, ``len(train set) // (batch_size * world_size)``
-steps). Training samples are random patches (and random ``cs`` masks), so the sampler simply draws
+steps). Training samples are whole slices (with random ``cs`` masks), so the sampler simply draws
 as many permutations of the training slices as the epoch needs: with ``steps_per_epoch`` below one
 pass an epoch is a capped pass (as the notebooks' CPU defaults use it), above it the epoch goes
 round the data more than once — this keeps validation, checkpoints and the progress bar at a
@@ -25,7 +25,7 @@ Determinism and exact resume
 ----------------------------
 Every epoch starts by re-seeding Python, NumPy and torch from ``(seed, epoch)``
 (:func:`epoch_seed`) and the sampler and DataLoader generators from the same number, so the
-randomness of an epoch (which slices, which patches, which ``cs`` masks) is a pure function of
+randomness of an epoch (which slices, which ``cs`` masks, which natural-image crops) is a pure function of
 ``(seed, epoch)``. ``resume=True`` continues from ``out_dir/last.pt``:
 
 * after an epoch boundary it simply starts the next epoch: bit-identical (CPU) to an
@@ -117,8 +117,17 @@ __all__ = ["TrainConfig", "TrainResult", "fit", "load_checkpoint", "load_model",
 TRAIN_MODES = ("teacher", "student", "unet", "distill")
 SCHEDULES = ("cosine", "step", "constant")
 #: fields that must agree between a run and the checkpoint it resumes from
-RESUME_IDENTITY = ("mode", "task", "factor", "preset", "teacher_preset", "batch_size", "patch_size", "seed",
+RESUME_IDENTITY = ("mode", "task", "factor", "preset", "teacher_preset", "batch_size", "seed",
                    "natural", "model_overrides")
+#: the training recipe of each model kind: what ``lr``, ``warmup_steps`` and ``batch_size`` are when a
+#: run leaves them unset (None). Transformers need a warm-up and a lower learning rate (SwinIR trains
+#: at 2e-4): at 1e-3 without warm-up the tiny Swin stays at the zero-filled level on whole slices.
+#: Every training sample is a whole slice, hence the small batches.
+RECIPES: dict[str, dict[str, Any]] = {
+    "teacher": {"lr": 2e-4, "warmup_steps": 200, "batch_size": 2},
+    "student": {"lr": 1e-3, "warmup_steps": 0, "batch_size": 2},
+    "unet": {"lr": 1e-3, "warmup_steps": 100, "batch_size": 2},
+}
 #: leading columns of steps.csv (others follow in first-seen order)
 STEP_COLUMNS = ("global_step", "epoch", "step", "lr", "t_lr", "loss", "rec", "edge", "kd", "feat", "att", "kl",
                 "w_rec", "w_edge", "w_kd", "w_feat", "w_att", "dynamic", "warmup", "confidence_mean", "e_student",
@@ -157,11 +166,10 @@ class TrainConfig:
         teacher_preset: distill: the teacher's preset (checked against the checkpoint; None = any).
         teacher_checkpoint: distill: the teacher's checkpoint (required).
         epochs: number of epochs (the LR schedule spans them).
-        batch_size: training batch (per process).
-        patch_size: random square training patches (None: full slices).
-        lr, weight_decay: AdamW.
+        batch_size: training batch (per process; None: the recipe's).
+        lr, weight_decay: AdamW (``lr`` None: the recipe's, :data:`RECIPES`).
         schedule: ``"cosine"`` (to 0), ``"step"`` (x0.5 at 50 % and 75 % of the steps) or ``"constant"``.
-        warmup_steps: linear LR warm-up steps.
+        warmup_steps: linear LR warm-up steps (None: the recipe's).
         grad_clip: max gradient norm (None: no clipping; the norm is logged either way).
         amp: autocast on CUDA (bf16, or fp16 with loss scaling on older GPUs); no effect on CPU / MPS.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
@@ -189,12 +197,11 @@ class TrainConfig:
     teacher_preset: Optional[str] = None
     teacher_checkpoint: Optional[str] = None
     epochs: int = 10
-    batch_size: int = 8
-    patch_size: Optional[int] = 64
-    lr: float = 1e-3
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
     weight_decay: float = 1e-4
     schedule: str = "cosine"
-    warmup_steps: int = 0
+    warmup_steps: Optional[int] = None
     grad_clip: Optional[float] = 1.0
     amp: bool = True
     device: str = "auto"
@@ -224,11 +231,11 @@ class TrainConfig:
         if self.teacher_preset is not None:
             check_choice("teacher_preset", self.teacher_preset, PRESETS)
         self.epochs = check_int("epochs", self.epochs, minimum=1)
+        recipe = RECIPES[self.model_kind]
+        for name in ("batch_size", "lr", "warmup_steps"):
+            if getattr(self, name) is None:
+                setattr(self, name, recipe[name])
         self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
-        if self.patch_size is not None:
-            self.patch_size = check_int("patch_size", self.patch_size, minimum=8)
-            if self.task == "sr" and self.patch_size % self.factor:
-                raise ConfigError(f"patch_size {self.patch_size} must be divisible by the sr scale {self.factor}")
         self.lr = check_float("lr", self.lr, minimum=0.0, strict_min=True)
         self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -289,7 +296,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        from .data import reject_patch_size
+
         known = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "patch_size" in d:  # configurations written before training moved to whole slices
+            reject_patch_size(d.pop("patch_size"), "training option patch_size")
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
@@ -376,8 +388,13 @@ class EpochSampler(DistributedSampler):
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    """Multiplicative LR factor as a function of the optimiser step (for ``LambdaLR``)."""
+    """Multiplicative LR factor as a function of the optimiser step (for ``LambdaLR``).
+
+    The linear warm-up lasts ``warmup_steps``, capped at a quarter of the run, so that a short run
+    (a notebook's few hundred steps) still reaches its peak learning rate.
+    """
     total = max(int(total_steps), 1)
+    warmup_steps = min(int(warmup_steps), total // 4)
 
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -532,6 +549,16 @@ def _optimizer_state(opt: torch.optim.Optimizer) -> dict:
     return {"state": {k: _state_cpu(v) for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
 
 
+def training_dataset(cfg: TrainConfig):
+    """The training set of a run: whole slices of ``data_dir/singlecoil_train`` (random ``cs``
+    masks), mixed 1:1 with ``data_dir/natural/train`` when ``cfg.natural`` and that folder exists."""
+    from .data import build_dataset
+
+    natural_dir = Path(cfg.data_dir) / "natural" / "train"
+    return build_dataset(cfg.data_dir, "train", cfg.task, cfg.factor,
+                         natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None)
+
+
 def fit(cfg: TrainConfig) -> TrainResult:
     """Train according to ``cfg`` (see the module docstring); returns a :class:`TrainResult`.
 
@@ -547,7 +574,7 @@ def fit(cfg: TrainConfig) -> TrainResult:
     if D.launched_distributed():
         D.init_distributed(device)
     try:
-        with _StopFlag() as stop, catch_oom("training", device, batch_size=cfg.batch_size, patch_size=cfg.patch_size,
+        with _StopFlag() as stop, catch_oom("training", device, batch_size=cfg.batch_size,
                                             preset=cfg.preset, teacher_preset=cfg.teacher_preset,
                                             val_batch_size=cfg.val_batch_size, amp=cfg.amp):
             return _fit(cfg, device, stop)
@@ -557,7 +584,6 @@ def fit(cfg: TrainConfig) -> TrainResult:
 
 
 def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult:
-    from .data import build_dataset
     from .models import build_model
     from .reconstruct import evaluate, open_split
 
@@ -576,9 +602,7 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
     correction = distill and dcfg.correction
 
     # ---- data ---------------------------------------------------------------------------------
-    natural_dir = Path(cfg.data_dir) / "natural" / "train"
-    train_ds = build_dataset(cfg.data_dir, "train", cfg.task, cfg.factor, patch_size=cfg.patch_size,
-                             natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None)
+    train_ds = training_dataset(cfg)
     val_ds = open_split(cfg.data_dir, cfg.task, cfg.factor, "val")
     steps_per_epoch = cfg.steps_per_epoch or max(1, len(train_ds) // (cfg.batch_size * world))
     total_steps = steps_per_epoch * cfg.epochs
@@ -911,12 +935,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--epochs", type=int, default=10, help="epochs (the LR schedule spans them)")
     m.add_argument("--epoch-limit", type=int, default=None, help="stop this call after N epochs (resumable)")
     m.add_argument("--steps-per-epoch", type=int, default=None, help="optimiser steps per epoch (default: one pass over the data)")
-    m.add_argument("--batch-size", type=int, default=8, help="batch size per process")
-    m.add_argument("--patch-size", type=int, default=64, help="training patch size (0: full slices)")
-    m.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    m.add_argument("--batch-size", type=int, default=None, help="batch size per process, whole slices (default: the mode's recipe)")
+    m.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the mode's recipe)")
     m.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     m.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
-    m.add_argument("--warmup-steps", type=int, default=0, help="linear LR warm-up steps")
+    m.add_argument("--warmup-steps", type=int, default=None, help="linear LR warm-up steps (default: the mode's recipe)")
     m.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
     m.add_argument("--no-amp", action="store_true", help="no autocast on CUDA (full float32)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -968,7 +991,7 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(
         mode=args.mode, data_dir=args.data, out_dir=args.out, task=args.task, factor=factor, preset=args.preset,
         teacher_preset=args.teacher_preset, teacher_checkpoint=args.teacher_checkpoint, epochs=args.epochs,
-        batch_size=args.batch_size, patch_size=args.patch_size or None, lr=args.lr, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip or None, amp=not args.no_amp,
         device=args.device, seed=args.seed, num_workers=args.num_workers, steps_per_epoch=args.steps_per_epoch,
         val_slices=args.val_slices, val_batch_size=args.val_batch_size, natural=args.natural,

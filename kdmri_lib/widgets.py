@@ -265,7 +265,7 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
     from .resources import catch_oom
 
     oom = catch_oom("the loss explorer", batch["y"].device, note="It runs one batch forward and backward: give it a "
-                    "smaller batch (fewer samples or smaller patches)", batch_size=int(batch["y"].shape[0]))
+                    "smaller batch (fewer slices)", batch_size=int(batch["y"].shape[0]))
     with single_thread(), oom:
         params_s = [p for p in list(student.parameters()) + list(adapters.parameters()) if p.requires_grad]
         params_t = [p for p in teacher.parameters()]

@@ -13,7 +13,7 @@ from kdmri_lib.train import TrainConfig
 def tiny_cfg(demo_dir, out, **kw) -> TrainConfig:
     """A training config that runs in a few seconds on 2 CPU cores."""
     base = dict(mode="student", data_dir=str(demo_dir), out_dir=str(out), task="sr", factor=4, preset="tiny",
-                epochs=1, batch_size=2, patch_size=32, steps_per_epoch=3, val_slices=2, device="cpu",
+                epochs=1, batch_size=2, steps_per_epoch=3, val_slices=2, device="cpu",
                 progress=False, verbose=False, seed=0)
     base.update(kw)
     return TrainConfig(**base)

@@ -13,7 +13,7 @@ from kdmri_lib import ablation as A
 def test_mini_ablation_writes_table_json_figure_and_is_resumable(demo_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["--out", str(out), "--data", str(demo_dir), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
-            "--patch-size", "32", "--val-slices", "1", "--device", "cpu", "--no-progress"]
+            "--val-slices", "1", "--device", "cpu", "--no-progress"]
     assert A.main(args) == 0
     log = capsys.readouterr().out
     assert log.count("[ablation]") >= len(A.ROWS) + 1

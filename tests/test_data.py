@@ -129,11 +129,11 @@ def test_dataset_samples_follow_the_physics(demo_dir, task, factor):
         assert op.acceleration == pytest.approx(factor, rel=0.35)
 
 
-def test_training_patches_masks_and_mixing(demo_dir):
+def test_training_batches_masks_and_mixing(demo_dir):
     torch.manual_seed(0)
-    ds = data.build_dataset(demo_dir, "train", "cs", 4, patch_size=48, natural_dir=demo_dir / "natural" / "train")
+    ds = data.build_dataset(demo_dir, "train", "cs", 4, natural_dir=demo_dir / "natural" / "train")
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
-    assert batch["target"].shape == (4, 1, 48, 48) and batch["mask"].shape == (4, 1, 1, 48)
+    assert batch["target"].shape == (4, 1, 192, 192) and batch["mask"].shape == (4, 1, 1, 192)
     assert batch["fname"][0].endswith(".h5") and batch["fname"][1].endswith(".png")   # 1:1 mixing
     op = ds.operator(batch)
     assert op.mask.shape[0] == 4
@@ -143,6 +143,90 @@ def test_training_patches_masks_and_mixing(demo_dir):
     m1 = ds[0]["mask"]
     torch.manual_seed(1)
     assert torch.equal(ds[0]["mask"], m1)
+
+
+# ---------------------------------------------------------------------------------------------
+# training samples are what the scanner measures (whole slices; NumPy oracle)
+# ---------------------------------------------------------------------------------------------
+
+def _np_fft2c(x):
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x), norm="ortho"))
+
+
+def _np_ifft2c(k):
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k), norm="ortho"))
+
+
+def _np_zero_filled(image: np.ndarray, task: str, factor: int, mask_cols=None) -> np.ndarray:
+    """|A^H A x| of a whole complex slice, in NumPy: sr keeps the central H/s x W/s block of its
+    k-space, cs the measured columns."""
+    k = _np_fft2c(image)
+    keep = np.zeros(k.shape, dtype=bool)
+    if task == "sr":
+        H, W = k.shape
+        h, w = H // factor, W // factor
+        keep[(H - h) // 2:(H - h) // 2 + h, (W - w) // 2:(W - w) // 2 + w] = True
+    else:
+        keep[:, np.asarray(mask_cols, dtype=bool)] = True
+    return np.abs(_np_ifft2c(np.where(keep, k, 0)))
+
+
+def _region_psnr(img, ref, region, peak):
+    mse = float(np.mean((img[region] - ref[region]) ** 2))
+    return 10 * np.log10(peak ** 2 / mse)
+
+
+@pytest.mark.parametrize("task,factor", [("sr", 4), ("sr", 2), ("cs", 4)])
+def test_training_samples_are_whole_slice_measurements(demo_dir, task, factor):
+    """The zero-filled image of every training sample has the PSNR of the whole-slice simulation,
+    in the 8-pixel border as in the interior (a patch measured on its own wrapped around: 21.9 dB
+    against 27.0 dB for the same regions, the error in the border). MRI slices and natural images."""
+    from kdmri_lib.train import TrainConfig, training_dataset
+
+    torch.manual_seed(0)
+    # the samples fit() trains on, with the run's defaults
+    ds = training_dataset(TrainConfig(data_dir=str(demo_dir), task=task, factor=factor, natural=True).validate())
+    mri = ds.a
+    for i in (0, 1, 6, 7, 40, 41):          # even: MRI slices, odd: natural images
+        s = ds[i]
+        op = ds.operator(data.collate([s]))
+        zf = op.adjoint(s["y"][None]).abs()[0, 0].numpy() * float(s["scale"])
+        target = s["target"][0].numpy() * float(s["scale"])
+        if i % 2 == 0:   # the oracle: the stored fully-sampled k-space of that slice, measured whole
+            fname, slice_num, _ = mri.raw_samples[i // 2]
+            with h5py.File(fname) as hf:
+                image = _np_ifft2c(hf["kspace"][slice_num])
+        else:            # a natural image is real: its whole-image measurement
+            image = target.astype(np.complex64)
+        assert s["target"].shape[-2:] == image.shape
+        mask = s["mask"].reshape(-1).numpy() if task == "cs" else None
+        oracle = _np_zero_filled(image, task, factor, mask)
+        border = np.ones(image.shape, dtype=bool)
+        border[8:-8, 8:-8] = False
+        peak = float(target.max())
+        for region in (border, ~border):
+            got, want = _region_psnr(zf, target, region, peak), _region_psnr(oracle, target, region, peak)
+            assert abs(got - want) < 0.3, (i, s["fname"], got, want)
+
+
+def test_natural_images_have_the_mri_size_and_augment_reproducibly(demo_dir):
+    nat = data.NaturalImageDataset(demo_dir / "natural" / "train", "sr", 4, size=(192, 160), augment=True)
+    torch.manual_seed(3)
+    a = nat[0]
+    torch.manual_seed(3)
+    b = nat[0]
+    assert a["target"].shape == (1, 192, 160) and torch.equal(a["target"], b["target"])
+    assert float(a["target"].min()) >= 0
+    with pytest.raises(ConfigError, match="divisible by the sr scale 4"):
+        data.NaturalImageDataset(demo_dir / "natural" / "train", "sr", 4, size=(190, 160))
+
+
+def test_patch_size_is_a_clear_error():
+    from kdmri_lib.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="patch_size=64.*whole slice"):
+        TrainConfig.from_dict({"patch_size": 64})
+    assert TrainConfig.from_dict({"patch_size": None}).mode == "student"   # older configurations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,10 +318,8 @@ def test_scale_not_dividing_and_nan_and_zero_slices(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"task": "mri"}, "task must be one of"),
     ({"factor": 0}, "must be >= 1"),
-    ({"patch_size": 50}, "divisible by the sr scale"),
-    ({"patch_size": 0}, "patch_size must be >= 8"),
 ])
 def test_dataset_parameter_errors(demo_dir, kwargs, match):
-    args = dict(task="sr", factor=4, patch_size=None) | kwargs
+    args = dict(task="sr", factor=4) | kwargs
     with pytest.raises(ConfigError, match=match):
         data.MRISliceDataset(demo_dir / "singlecoil_val", **args)

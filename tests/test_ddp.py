@@ -31,7 +31,7 @@ def _torchrun(args, timeout=300):
 
 def _common(demo_dir, out):
     return ["--data", str(demo_dir), "--out", str(out), "--device", "cpu", "--epochs", "1", "--steps-per-epoch", "2",
-            "--batch-size", "2", "--patch-size", "32", "--val-slices", "3", "--no-progress"]
+            "--batch-size", "2", "--val-slices", "3", "--no-progress"]
 
 
 @pytest.mark.slow

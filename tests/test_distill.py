@@ -19,7 +19,7 @@ from _train_utils import tiny_cfg
 @pytest.fixture(scope="module")
 def batch(demo_dir):
     torch.manual_seed(0)
-    ds = build_dataset(demo_dir, "train", "sr", 4, patch_size=32)
+    ds = build_dataset(demo_dir, "train", "sr", 4)
     b = torch.utils.data.default_collate([ds[i] for i in (0, 40)])
     return b, batch_operator(b, "sr", 4)
 

@@ -285,24 +285,25 @@ def test_baseline_definitions():
 
 
 # --------------------------------------------------------------------------------------------
-# the models can learn: overfit a handful of demo patches
+# the models can learn: overfit a fixed batch of whole demo slices, with their training recipes' lr
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,task,factor,lr", [("student", "sr", 4, 3e-3), ("teacher", "sr", 4, 2e-3),
-                                                 ("student", "cs", 4, 3e-3)])
-def test_tiny_model_overfits_demo_patches(demo_dir, kind, task, factor, lr):
-    """MSE falls >= 10x (from the untrained model, which starts at the zero-filled image) within
-    300 Adam steps on 4 fixed 32x32 demo patches; stops as soon as it has."""
+@pytest.mark.parametrize("kind,task,factor", [("student", "sr", 4), ("teacher", "sr", 4), ("unet", "sr", 4),
+                                              ("student", "cs", 4)])
+def test_tiny_model_overfits_demo_slices(demo_dir, kind, task, factor):
+    """MSE falls >= 5x (+7 dB; from the untrained model, which starts near the zero-filled image)
+    within 300 Adam steps at 3x the recipe's lr on 2 fixed whole demo slices; stops at 10x."""
     from torch.utils.data import default_collate
 
     from kdmri_lib.data import MRISliceDataset, batch_operator
+    from kdmri_lib.train import RECIPES
 
     torch.manual_seed(0)
-    ds = MRISliceDataset(demo_dir / "singlecoil_train", task, factor, patch_size=32)
-    batch = default_collate([ds[i] for i in (3, 20, 40, 60)])
+    ds = MRISliceDataset(demo_dir / "singlecoil_train", task, factor)
+    batch = default_collate([ds[i] for i in (20, 60)])
     op = batch_operator(batch, task, factor)
     model = M.build_model(kind, "tiny", task, factor)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=3 * RECIPES[kind]["lr"])
 
     def mse():
         return torch.mean((model(batch["y"], op) - batch["target"]) ** 2)
@@ -314,11 +315,11 @@ def test_tiny_model_overfits_demo_patches(demo_dir, kind, task, factor, lr):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if loss.item() < start / 20:
+        if loss.item() < start / 10:
             break
     with torch.no_grad():
         end = float(mse())
-    assert end <= start / 10, (start, end)
+    assert end <= start / 5, (start, end)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 #: small parameters: every notebook in well under a minute on 2 cores
 SMALL = {
     "01_kspace_basics": {},
-    "02_vit_teacher": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2},
-    "03_cnn_student": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2,
+    "02_vit_teacher": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "val_slices": 2},
+    "03_cnn_student": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "val_slices": 2,
                        "profile_latency": False},
-    "04_distill": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32, "val_slices": 2,
+    "04_distill": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "val_slices": 2,
                    "teacher_epochs": 1},
     "05_evaluation": {"val_slices": 2, "profile_latency": False},
 }

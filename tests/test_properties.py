@@ -212,7 +212,7 @@ def test_check_choice(v):
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(key=st.sampled_from(["epochs", "batch_size", "patch_size", "steps_per_epoch", "val_slices", "scale",
+@given(key=st.sampled_from(["epochs", "batch_size", "steps_per_epoch", "val_slices", "scale",
                             "acceleration", "teacher_epochs", "seed", "lr", "teacher_lr", "task", "preset", "device",
                             "data_dir", "correction", "confidence", "mask_type", "volume"]), value=ANY)
 def test_notebook_validate_gives_a_value_or_a_config_error_naming_the_parameter(key, value):
@@ -225,9 +225,9 @@ def test_notebook_validate_gives_a_value_or_a_config_error_naming_the_parameter(
         return
     v = out[key]
     if key in ("epochs", "batch_size", "steps_per_epoch", "val_slices", "acceleration", "teacher_epochs", "seed",
-               "scale", "patch_size"):
+               "scale"):
         assert v is None or (type(v) is int and v >= 0)
-        assert v is not None or key in ("steps_per_epoch", "val_slices", "patch_size")
+        assert v is not None or key in ("steps_per_epoch", "val_slices", "batch_size")
     elif key in ("lr", "teacher_lr"):
         assert v is None or (type(v) is float and v > 0 and math.isfinite(v))
     elif key == "correction":
@@ -242,22 +242,21 @@ def test_notebook_validate_gives_a_value_or_a_config_error_naming_the_parameter(
 
 @FAST
 @given(task=st.sampled_from(["sr", "cs"]), factor=st.sampled_from([2, 4]), h=st.integers(2, 8), w=st.integers(2, 8),
-       amp=st.sampled_from([0.0, 1e-30, 1e-6, 1.0, 1e6]), seed=st.integers(0, 2**16), patch=st.booleans())
-def test_transform_output_is_finite_and_normalised_or_a_clear_error(task, factor, h, w, amp, seed, patch):
+       amp=st.sampled_from([0.0, 1e-30, 1e-6, 1.0, 1e6]), seed=st.integers(0, 2**16), train=st.booleans())
+def test_transform_output_is_finite_and_normalised_or_a_clear_error(task, factor, h, w, amp, seed, train):
     H, W = 4 * h, 4 * w
     k = (amp * _rand((H, W), seed).to(torch.complex64)).numpy()
-    t = SliceTransform(task, factor, patch_size=8 if patch else None, train_masks=patch)
+    t = SliceTransform(task, factor, train_masks=train)
     try:
         s = t(k, None, None, {}, "vol ü.h5", 0)
     except (DataError, ConfigError) as e:
-        assert "vol ü.h5" in str(e) or "patch_size" in str(e)
-        assert amp <= 1e-30 or task == "cs" or "patch" in str(e)
+        assert "vol ü.h5" in str(e)
+        assert amp <= 1e-30 or task == "cs"
         return
     for key in ("y", "initial", "target"):
         assert torch.isfinite(torch.view_as_real(s[key]) if s[key].is_complex() else s[key]).all()
     assert float(s["scale"]) > 0 and math.isfinite(float(s["scale"]))
-    if not patch:
-        assert float(s["initial"].abs().max()) == pytest.approx(1.0, rel=1e-4)
+    assert float(s["initial"].abs().max()) == pytest.approx(1.0, rel=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -311,10 +311,10 @@ def test_fastmri_outputs_load_in_fastmri_and_toolkit(knee_out):
     lhs, rhs = torch.vdot(op(x).flatten(), yy.flatten()), torch.vdot(x.flatten(), op.adjoint(yy).flatten())
     assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
 
-    # cs training patches: simulated from the cropped image (a patch has no raw k-space)
-    tr = MRISliceDataset(knee_out / "singlecoil_train", "cs", 4, patch_size=64, train_masks=True)
+    # cs training samples: whole slices, the raw k-space masked as measured, random masks
+    tr = MRISliceDataset(knee_out / "singlecoil_train", "cs", 4, train_masks=True)
     s = tr[0]
-    assert s["y"].shape == (1, 64, 64) and s["mask"].shape == (1, 1, 64)
+    assert s["y"].shape == (1, KH, KW) and s["mask"].shape == (1, 1, KW) and s["target"].shape == (1, REC, REC)
 
 
 def test_fastmri_extracted_folder_is_linked_not_copied(knee_src, tmp_path):

@@ -225,7 +225,7 @@ def test_the_toolkit_never_reads_fastmri_pickle_dataset_cache(tmp_path, demo_dir
     before = cache.read_bytes()
     monkeypatch.chdir(tmp_path)
     D.MRISliceDataset(demo_dir / "singlecoil_val", "sr", 4)
-    D.build_dataset(demo_dir, "train", "cs", 4, patch_size=32)
+    D.build_dataset(demo_dir, "train", "cs", 4)
     R.open_split(demo_dir, "sr", 4)
     assert not marker.exists() and cache.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_cache.pkl"]
@@ -283,7 +283,7 @@ def test_configurations_are_plain_json(demo_dir, tmp_path):
 
 def _train_argv(demo_dir, out, *extra):
     return ["student", "--data", str(demo_dir), "--out", str(out), "--device", "cpu", "--batch-size", "2",
-            "--patch-size", "32", "--val-slices", "1", "--epochs", "2", "--steps-per-epoch", "3", "--no-progress",
+            "--val-slices", "1", "--epochs", "2", "--steps-per-epoch", "3", "--no-progress",
             "--quiet", *extra]
 
 
@@ -541,7 +541,7 @@ def test_same_seed_same_masks_and_splits(demo_dir):
     v1 = D.build_dataset(demo_dir, "val", "cs", 4)
     v2 = D.build_dataset(demo_dir, "val", "cs", 4)
     assert all(torch.equal(v1[i]["mask"], v2[i]["mask"]) for i in (0, len(v1) - 1))
-    t = D.build_dataset(demo_dir, "train", "cs", 8, patch_size=32)
+    t = D.build_dataset(demo_dir, "train", "cs", 8)
     torch.manual_seed(3)
     a = [t[i]["mask"] for i in range(3)]
     torch.manual_seed(3)
@@ -590,12 +590,12 @@ def test_catch_oom_gives_advice_and_releases_the_failed_step():
         raise _cuda_oom()
 
     with pytest.raises(resources.ResourceError) as ei:
-        with resources.catch_oom("training", "cpu", batch_size=16, patch_size=128, preset="paper", val_batch_size=4,
+        with resources.catch_oom("training", "cpu", batch_size=16, preset="paper", val_batch_size=4,
                                  amp=False):
             deep_inside_torch()
     msg = str(ei.value)
-    for part in ("training ran out of memory on cpu", "Tried to allocate 20.00 GiB", "batch_size=16", "patch_size=128",
-                 "preset='paper'", "val_batch_size=4", "Try batch_size=8", "patch_size=64", "preset='small'",
+    for part in ("training ran out of memory on cpu", "Tried to allocate 20.00 GiB", "batch_size=16",
+                 "preset='paper'", "val_batch_size=4", "Try batch_size=8", "preset='small'",
                  "val_batch_size=2", "amp=True"):
         assert part in msg, part
     assert isinstance(ei.value, ConfigError) and ei.value.__suppress_context__
@@ -705,5 +705,5 @@ def test_training_out_of_memory_is_advice(demo_dir, tmp_path, monkeypatch):
         raise _cuda_oom()
 
     monkeypatch.setattr(T, "_train_step", oom)
-    with pytest.raises(resources.ResourceError, match=r"training ran out of memory.*batch_size=2.*patch_size=32"):
+    with pytest.raises(resources.ResourceError, match=r"training ran out of memory.*batch_size=2"):
         T.fit(tiny_cfg(demo_dir, tmp_path))

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
     (dict(task="mri"), ConfigError, "task"),
     (dict(preset="huge"), ConfigError, "preset"),
     (dict(mode="finetune"), ConfigError, "mode"),
-    (dict(patch_size=30), ConfigError, "divisible"),
+    (dict(warmup_steps=-1), ConfigError, "warmup_steps"),
     (dict(lr=0), ConfigError, "lr"),
     (dict(schedule="linear"), ConfigError, "schedule"),
     (dict(steps_per_epoch=0), ConfigError, "steps_per_epoch"),
@@ -181,7 +181,7 @@ def _steps(path):
 
 def _cli(demo_dir, out, *extra):
     return [sys.executable, "-m", "kdmri_lib.train", "student", "--data", str(demo_dir), "--out", str(out),
-            "--device", "cpu", "--batch-size", "2", "--patch-size", "32", "--val-slices", "2", "--no-progress",
+            "--device", "cpu", "--batch-size", "2", "--val-slices", "2", "--no-progress",
             "--quiet", *extra]
 
 
@@ -315,7 +315,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(demo_dir, tmp_pa
     # the CLI: exit code 2 and a one-line error, no traceback
     calls.clear()
     code = T.main(["student", "--data", str(demo_dir), "--out", str(tmp_path / "cli"), "--device", "cpu", "--epochs", "2",
-                   "--steps-per-epoch", "2", "--batch-size", "2", "--patch-size", "32", "--val-slices", "2",
+                   "--steps-per-epoch", "2", "--batch-size", "2", "--val-slices", "2",
                    "--no-progress", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: training diverged") and "Traceback" not in err
@@ -330,8 +330,8 @@ def test_cli_config_errors_exit_2_without_traceback(demo_dir, tmp_path, capsys):
     code = T.main(["student", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "not found" in err and "Traceback" not in err
-    code = T.main(["student", "--data", str(demo_dir), "--out", str(tmp_path / "o"), "--patch-size", "30"])
-    assert code == 2 and "divisible" in capsys.readouterr().err
+    code = T.main(["student", "--data", str(demo_dir), "--out", str(tmp_path / "o"), "--lr", "-1"])
+    assert code == 2 and "lr must be > 0" in capsys.readouterr().err
 
 
 def test_cli_help_documents_every_flag(capsys):
