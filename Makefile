@@ -18,7 +18,7 @@ LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 LAB_ARGS ?= --no-browser
 
-.PHONY: help install data demo test test-browser lab bench bench-distill clean-venv
+.PHONY: help install data demo test test-browser lab bench bench-distill pretrained clean-venv
 
 help:
 	@echo "make demo         - install, build the demo data, run the notebooks into runs/demo/"
@@ -27,6 +27,7 @@ help:
 	@echo "make lab          - JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab in notebooks/, with this venv's kernel"
 	@echo "make data         - build the embedded demo data into $(DATA)/"
 	@echo "make bench        - profile the models (params / FLOPs / latency)"
+	@echo "make pretrained   - retrain the shipped zoo (kdmri_lib/pretrained/; hours of CPU, resumable)"
 	@echo "make bench-distill - distillation ablation table (sr x4, tiny presets; BENCH_ARGS='--preset small --epochs 20' scales it)"
 
 install: $(STAMP)
@@ -104,6 +105,12 @@ bench: $(STAMP)
 BENCH_ARGS ?=
 bench-distill: data
 	$(PY) -m kdmri_lib.ablation --out runs/bench --data $(DATA) $(BENCH_ARGS)
+
+# retrains every zoo entry (resumable: runs/pretrained/NAME), scores it on the demo validation slices and
+# rewrites kdmri_lib/pretrained/manifest.json; PRETRAINED_ARGS='--only sr4_student_tiny --threads 1'
+PRETRAINED_ARGS ?=
+pretrained: data
+	$(PY) -m kdmri_lib.pretrained.build --data $(DATA) $(PRETRAINED_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -134,7 +134,8 @@ def _finished(cfg: TrainConfig) -> Optional[bool]:
     if not last.exists():
         return None
     ck = load_checkpoint(last)
-    same = _comparable(ck.get("train_config", {})) == _comparable(cfg.to_dict())
+    resolved = cfg.replace().validate(check_paths=False)   # recipe defaults filled in, as fit() stores them
+    same = _comparable(ck.get("train_config", {})) == _comparable(resolved.to_dict())
     if not same:
         raise ConfigError(f"{cfg.out_dir} holds a run with other settings; rerun with --force to retrain it "
                           f"(or choose another --out)")

@@ -239,7 +239,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """Rebuild the model of a checkpoint.
 
     Args:
-        path: a checkpoint (``last.pt``, ``best.pt``, ``teacher_last.pt``).
+        path: a checkpoint (``last.pt``, ``best.pt``, ``teacher_last.pt``), or ``pretrained:NAME`` for a
+            model of the shipped zoo (:mod:`kdmri_lib.pretrained`; its sha256 is verified first).
         device: where to put the model.
         expect: optional dict of ``kind`` / ``preset`` / ``task`` / ``factor`` the model must have.
 
@@ -251,6 +252,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from .device import get_device
 
+    if str(path).startswith("pretrained:"):
+        from .pretrained import resolve
+
+        path = resolve(path)
     ckpt = load_checkpoint(path)
     check_expected(ckpt, expect, path)
     dev = get_device(device) if isinstance(device, str) else device

@@ -57,6 +57,34 @@ class NotebookContext:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    def teacher_checkpoint(self, teacher: str = "pretrained", **train) -> str:
+        """The checkpoint of the teacher a notebook distils from (notebook parameter ``teacher``).
+
+        ``"pretrained"``: the shipped zoo's teacher for this task and factor with the best demo
+        validation PSNR (``"pretrained:NAME"``, verified when loaded); ``"train"``:
+        ``run_dir/teacher/best.pt``, trained first with the ``train`` fields of
+        :class:`~kdmri_lib.train.TrainConfig` when it is missing; anything else: a checkpoint path.
+        """
+        if teacher == "pretrained":
+            from .pretrained import find
+
+            return "pretrained:" + find("teacher", self.task, self.factor)
+        if teacher == "train":
+            ckpt = self.run_dir / "teacher" / "best.pt"
+            if not ckpt.exists():
+                from .train import TrainConfig, fit
+
+                cfg = TrainConfig(mode="teacher", data_dir=str(self.data_dir), out_dir=str(ckpt.parent), task=self.task,
+                                  factor=self.factor, **train)
+                print(f"no teacher in {ckpt.parent}: training a {cfg.preset} teacher first ({cfg.epochs} epochs)")
+                fit(cfg)
+            return str(ckpt)
+        p = Path(teacher).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"notebook parameter 'teacher': {teacher!r} is neither 'pretrained', 'train' nor an "
+                              f"existing checkpoint file")
+        return str(p)
+
     def __getattr__(self, key: str):
         params = self.__dict__.get("params", {})
         if key in params:
@@ -81,7 +109,7 @@ BOOL_PARAMS = ("profile_latency", "output_kd", "feature_kd", "attention_kd", "ed
 KNOWN_PARAMS = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset", "teacher_preset", "ablation_preset",
                 "epochs", "teacher_epochs", "batch_size", "steps_per_epoch", "val_slices", "lr",
                 "teacher_lr", "device", "seed", "mask_type", "center_fraction", "volume", "slice_num", "confidence",
-                "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch") + BOOL_PARAMS
+                "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch", "teacher") + BOOL_PARAMS
 
 
 def _validate(params: Mapping[str, Any]) -> dict:
@@ -132,6 +160,9 @@ def _validate(params: Mapping[str, Any]) -> dict:
             check_choice(name(k), p[k], PRESETS)
     if "mask_type" in p:
         check_choice(name("mask_type"), p["mask_type"], MASK_TYPES)
+    if "teacher" in p and (not isinstance(p["teacher"], str) or not p["teacher"].strip()):
+        raise ConfigError(f"{name('teacher')} must be 'pretrained' (the shipped zoo), 'train' or a checkpoint path; "
+                          f"got {p['teacher']!r}")
     if "confidence" in p:
         from .distill import CONFIDENCE_MODES
 

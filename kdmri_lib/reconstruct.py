@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "fastMRI submission HDF5 per volume (dataset 'reconstruction'); optionally score them with "
                     "fastMRI's own evaluate.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="checkpoint of a trained model (last.pt, best.pt, teacher_last.pt)")
+    src.add_argument("--checkpoint", help="checkpoint of a trained model (last.pt, best.pt, teacher_last.pt), or "
+                                          "pretrained:NAME for a model of the shipped zoo (python -m kdmri_lib.pretrained)")
     src.add_argument("--baseline", choices=BASELINES, help="a parameter-free baseline instead of a checkpoint")
     p.add_argument("--data", required=True, help="split folder of .h5 files, or a data folder with singlecoil_<split>/")
     p.add_argument("--split", default="val", help="split of a data folder (default: val)")

@@ -35,12 +35,14 @@ CHECKPOINTS = (
 BASELINE_NAMES = {"zero_filled": "zero-filled", "lowres": "low-res (nearest)", "bicubic": "bicubic"}
 
 
-def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: str | torch.device = "cpu") -> dict:
-    """Baselines plus every checkpoint of :data:`CHECKPOINTS` found in ``run_dir`` (for this task).
+def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: str | torch.device = "cpu",
+                    pretrained: bool = True) -> dict:
+    """Baselines, every checkpoint of :data:`CHECKPOINTS` found in ``run_dir`` (for this task) and,
+    with ``pretrained``, every model of the shipped zoo for this task and factor.
 
     Returns:
         dict display name -> ``{"model": nn.Module, "source": str}`` (``source``: checkpoint path
-        relative to ``run_dir``, or ``"baseline"``).
+        relative to ``run_dir``, ``"pretrained:NAME"`` or ``"baseline"``).
     """
     from .models import baselines_for, build_model
     from .train import load_model
@@ -54,6 +56,15 @@ def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: 
         if p.exists():
             model, _ = load_model(p, device=device, expect={"task": task, "factor": factor})
             out[name] = {"model": model.eval(), "source": rel}
+    if pretrained:
+        from . import pretrained as zoo
+
+        labels = {"teacher": "teacher", "student": "student alone", "unet": "U-Net (fastMRI)"}
+        for e in zoo.manifest()["models"]:
+            if (e["task"], int(e["factor"])) == (task, int(factor)):
+                model, _ = zoo.load(e["name"], device=device)
+                out[f"{labels.get(e['kind'], e['kind'])} · zoo {e['preset']}"] = {"model": model.eval(),
+                                                                               "source": zoo.PREFIX + e["name"]}
     return out
 
 

@@ -1,0 +1,152 @@
+r"""The pretrained zoo shipped with the package: verified checkpoints with a card each.
+
+``manifest.json`` (beside this file, package data) lists one entry per model::
+
+    name      "sr4_teacher_tiny"                  what ``load(name)`` and ``pretrained:NAME`` take
+    file      "sr4_teacher_tiny.pt"               relative to the manifest
+    sha256    hex digest of that file             checked before the file is opened
+    kind, preset, task, factor                    the model (``build_model`` arguments)
+    metrics   {"PSNR", "SSIM", "NMSE", "slices", "volumes"} on the demo validation slices
+              (fastMRI's metric functions, volume-wise means: :func:`kdmri_lib.reconstruct.evaluate`)
+    data      {"digest", "manifest_sha256"} of the demo data it was trained and scored on
+    command   the exact command that made it (``make pretrained`` runs it for every entry)
+    steps, seconds, seed, torch                   the training budget, wall time, seed and torch version
+    curve     [[step, val_PSNR], ...]             the validation PSNR after every epoch
+
+Usage::
+
+    model, card = kd.pretrained.load("sr4_teacher_tiny", device="cpu")
+    python -m kdmri_lib.reconstruct --checkpoint pretrained:sr4_teacher_tiny --data data/demo --out recon
+
+:func:`load` verifies the sha256 first and then reads the file with ``torch.load(weights_only=True)``
+(:func:`kdmri_lib.checkpoint.load_checkpoint`); a missing, truncated or tampered file is a
+:class:`~kdmri_lib.errors.CheckpointError` naming the file, the expected and the actual hash.
+``python -m kdmri_lib.pretrained.build`` (``make pretrained``) rebuilds the zoo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import CheckpointError
+
+__all__ = ["ZOO_DIR", "MANIFEST", "PREFIX", "manifest", "names", "card", "path", "verify", "load", "resolve",
+           "find", "sha256_file"]
+
+ZOO_DIR = Path(__file__).resolve().parent
+MANIFEST = ZOO_DIR / "manifest.json"
+#: a checkpoint argument ``pretrained:NAME`` names a zoo entry
+PREFIX = "pretrained:"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest(manifest_path: str | os.PathLike = MANIFEST) -> dict:
+    """The zoo's manifest (``{"models": [...], ...}``); an empty zoo when the file does not exist."""
+    p = Path(manifest_path)
+    if not p.exists():
+        return {"models": []}
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{p}: unreadable zoo manifest ({e}); reinstall kdmri or run `make pretrained`") from None
+    if not isinstance(m, dict) or not isinstance(m.get("models"), list):
+        raise CheckpointError(f"{p}: not a zoo manifest (expected a JSON object with a 'models' list)")
+    return m
+
+
+def names(manifest_path: str | os.PathLike = MANIFEST) -> list[str]:
+    """Names of the zoo's models."""
+    return [e["name"] for e in manifest(manifest_path)["models"]]
+
+
+def card(name: str, manifest_path: str | os.PathLike = MANIFEST) -> dict:
+    """The manifest entry of ``name`` (a copy)."""
+    for e in manifest(manifest_path)["models"]:
+        if e.get("name") == name:
+            return dict(e)
+    known = ", ".join(names(manifest_path)) or "none: run `make pretrained`"
+    raise CheckpointError(f"pretrained model {name!r} is not in the zoo ({Path(manifest_path)}); available: {known}")
+
+
+def path(name: str, manifest_path: str | os.PathLike = MANIFEST) -> Path:
+    """The checkpoint file of ``name`` (not verified: see :func:`verify`)."""
+    return Path(manifest_path).parent / card(name, manifest_path)["file"]
+
+
+def verify(name: str, manifest_path: str | os.PathLike = MANIFEST) -> Path:
+    """The checkpoint file of ``name`` after checking that it exists and has the card's sha256."""
+    c = card(name, manifest_path)
+    p = Path(manifest_path).parent / c["file"]
+    if not p.is_file():
+        raise CheckpointError(f"{p}: pretrained checkpoint {name!r} is missing (expected sha256 {c['sha256']}); "
+                              f"reinstall kdmri or rebuild the zoo with `make pretrained`")
+    actual = sha256_file(p)
+    if actual != c["sha256"]:
+        raise CheckpointError(f"{p}: pretrained checkpoint {name!r} does not match its card: expected sha256 "
+                              f"{c['sha256']}, got {actual} ({p.stat().st_size} bytes); the file is truncated, damaged "
+                              f"or was replaced. Reinstall kdmri or rebuild the zoo with `make pretrained`")
+    return p
+
+
+def load(name: str, device: Any = "cpu", manifest_path: str | os.PathLike = MANIFEST):
+    """``(model, card)``: the zoo model ``name`` in eval mode on ``device`` and its manifest entry.
+
+    The file's sha256 is checked before it is opened, then it is read with ``weights_only=True``.
+    """
+    from ..checkpoint import load_model
+
+    c = card(name, manifest_path)
+    p = verify(name, manifest_path)
+    model, _ = load_model(p, device, expect={k: c[k] for k in ("kind", "preset", "task", "factor")})
+    return model, c
+
+
+def find(kind: str, task: str, factor: int, preset: Optional[str] = None,
+         manifest_path: str | os.PathLike = MANIFEST, missing_ok: bool = False) -> Optional[str]:
+    """The name of the zoo model of this kind / task / factor (and preset, if given) with the best
+    demo-validation PSNR; when there is none, None with ``missing_ok``, else a
+    :class:`CheckpointError` listing the zoo."""
+    rows = [e for e in manifest(manifest_path)["models"]
+            if (e["kind"], e["task"], int(e["factor"])) == (kind, task, int(factor)) and preset in (None, e["preset"])]
+    if not rows and missing_ok:
+        return None
+    if not rows:
+        have = ", ".join(f"{e['name']} ({e['kind']} {e['preset']} {e['task']} x{e['factor']})"
+                         for e in manifest(manifest_path)["models"]) or "nothing"
+        want = f"{kind}{' ' + preset if preset else ''} for {task} x{factor}"
+        raise CheckpointError(f"the pretrained zoo has no {want} (it holds {have}); train one instead "
+                              f"(teacher='train' in the notebooks, or `python -m kdmri_lib.train {kind} ...`)")
+    return max(rows, key=lambda e: e.get("metrics", {}).get("PSNR", float("-inf")))["name"]
+
+
+def resolve(spec: str | os.PathLike, manifest_path: str | os.PathLike = MANIFEST) -> Path:
+    """A checkpoint argument as a path: ``pretrained:NAME`` -> the verified zoo file; else unchanged."""
+    s = str(spec)
+    if s.startswith(PREFIX):
+        return verify(s[len(PREFIX):], manifest_path)
+    return Path(spec)
+
+
+def describe(manifest_path: Optional[str | os.PathLike] = None) -> str:
+    """A small text table of the zoo (name, model, steps, demo-val PSNR / SSIM)."""
+    rows = manifest(manifest_path or MANIFEST)["models"]
+    if not rows:
+        return "the pretrained zoo is empty (run `make pretrained`)"
+    out = [f"{'name':24s} {'model':22s} {'steps':>6s} {'PSNR':>7s} {'SSIM':>6s}"]
+    for e in rows:
+        m = e.get("metrics", {})
+        out.append(f"{e['name']:24s} {e['kind'] + ' ' + e['preset'] + ' ' + e['task'] + ' x' + str(e['factor']):22s} "
+                   f"{e.get('steps', 0):6d} {m.get('PSNR', float('nan')):7.2f} {m.get('SSIM', float('nan')):6.4f}")
+    return "\n".join(out)

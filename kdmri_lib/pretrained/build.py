@@ -1,0 +1,169 @@
+r"""Rebuild the pretrained zoo (``make pretrained``): train every entry of :data:`ZOO`, score it,
+copy its weights next to ``manifest.json`` and write its card.
+
+    python -m kdmri_lib.pretrained.build --data data/demo                 # every entry, resumable
+    python -m kdmri_lib.pretrained.build --data data/demo --only sr4_student_tiny --threads 1
+
+Each entry trains with :func:`kdmri_lib.train.fit` into ``--work/NAME`` (default
+``runs/pretrained/NAME``) with ``resume=True``: an interrupted build (Ctrl-C, a killed session)
+continues where it stopped, and a finished run is not retrained. The **final** weights are scored
+on every demo validation slice by :func:`kdmri_lib.reconstruct.evaluate` (fastMRI's metric
+functions) — no checkpoint selection on the slices the card reports — and written as a minimal
+checkpoint (weights, model config, training config, history) to ``--zoo/NAME.pt``; the manifest is
+rewritten atomically after every entry, so a partial build leaves a valid zoo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import MANIFEST, ZOO_DIR, manifest, sha256_file
+
+#: what the zoo holds: name -> training run (mode = model kind; steps = epochs x steps_per_epoch).
+#: Every run uses its kind's recipe (:data:`kdmri_lib.train.RECIPES`), whole slices, seed 0.
+ZOO: dict[str, dict] = {
+    "sr4_student_tiny": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    "sr4_unet_tiny": {"mode": "unet", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    "sr4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    "sr4_teacher_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
+                          "steps_per_epoch": 500},
+}
+#: the zoo's size limit (package data)
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def data_identity(data_dir: str | Path) -> dict:
+    """``{"digest", "manifest_sha256"}`` of a demo data folder's ``manifest.json`` (its build
+    configuration's digest and the hash of the whole manifest, which lists every file)."""
+    p = Path(data_dir) / "manifest.json"
+    if not p.exists():
+        return {"digest": None, "manifest_sha256": None}
+    m = json.loads(p.read_text())
+    text = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+    return {"digest": m.get("digest"), "manifest_sha256": hashlib.sha256(text).hexdigest()}
+
+
+def command_for(name: str, data: str) -> str:
+    return f"python -m kdmri_lib.pretrained.build --data {shlex.quote(str(data))} --only {name}"
+
+
+def train_config(name: str, data: str, work: str | Path, seed: int = 0, device: str = "cpu", progress: bool = True):
+    from ..train import TrainConfig
+
+    spec = ZOO[name]
+    return TrainConfig(data_dir=str(data), out_dir=str(Path(work) / name), seed=seed, device=device, resume=True,
+                       progress=progress, verbose=True, val_slices=None, **spec).validate()
+
+
+def _finished(last: Path, epochs: int) -> bool:
+    from ..checkpoint import load_checkpoint
+
+    if not last.exists():
+        return False
+    c = load_checkpoint(last)
+    return int(c["epoch"]) >= epochs and not c.get("interrupted")
+
+
+def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0, device: str = "cpu",
+                progress: bool = True) -> dict:
+    """Train (or resume) entry ``name``, score its final weights, write ``zoo/NAME.pt``; its card."""
+    from ..checkpoint import load_model, model_checkpoint, save_checkpoint
+    from ..reconstruct import evaluate
+    from ..train import fit
+
+    cfg = train_config(name, data, work, seed, device, progress)
+    last = Path(cfg.out_dir) / "last.pt"
+    if not _finished(last, cfg.epochs):
+        print(f"[pretrained] {name}: training {cfg.mode} {cfg.preset} {cfg.task} x{cfg.factor}, "
+              f"{cfg.epochs} x {cfg.steps_per_epoch} steps (resumable) into {cfg.out_dir}", flush=True)
+        fit(cfg)
+    model, ck = load_model(last, device)
+    res = evaluate(model, data, "val", device=device, per_slice=False)
+    hist = ck.get("history", [])
+    out = zoo / f"{name}.pt"
+    save_checkpoint(model_checkpoint(model, train_config=ck.get("train_config"), history=hist,
+                                     epoch=int(ck["epoch"]), global_step=int(ck["global_step"])), out)
+    return {
+        "name": name, "file": out.name, "sha256": sha256_file(out), "kind": model.kind, "preset": model.preset,
+        "task": model.task, "factor": int(model.factor),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "metrics": {k: float(res["means"][k]) for k in ("PSNR", "SSIM", "NMSE")}
+        | {"slices": int(res["slices"]), "volumes": int(res["volumes"]), "split": "demo singlecoil_val"},
+        "data": data_identity(data), "command": command_for(name, data), "steps": int(ck["global_step"]),
+        "seconds": round(float(sum(h.get("seconds", 0.0) for h in hist)), 1), "seed": int(seed),
+        "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+        "recipe": {k: ck["train_config"][k] for k in ("lr", "warmup_steps", "batch_size", "schedule", "epochs",
+                                                      "steps_per_epoch")},
+        "curve": [[int(h.get("global_step", (i + 1) * cfg.steps_per_epoch)), round(float(h["val_PSNR"]), 4)]
+                  for i, h in enumerate(hist) if h.get("val_PSNR") is not None],
+    }
+
+
+def write_manifest(entries: Sequence[dict], zoo: Path) -> Path:
+    from ..atomic import write_json
+
+    order = {n: i for i, n in enumerate(ZOO)}
+    rows = sorted(entries, key=lambda e: order.get(e["name"], len(order)))
+    total = sum((zoo / e["file"]).stat().st_size for e in rows if (zoo / e["file"]).exists())
+    if total > MAX_BYTES:
+        raise RuntimeError(f"the zoo would hold {total / 2**20:.1f} MiB, over its {MAX_BYTES / 2**20:.0f} MiB limit")
+    return write_json(zoo / MANIFEST.name, {"format": "kdmri-pretrained", "version": 1, "models": rows,
+                                            "bytes": total})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kdmri_lib.pretrained.build", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="data/demo", help="demo data folder (built by `make data`)")
+    p.add_argument("--work", default="runs/pretrained", help="training runs (resumable) go to WORK/NAME")
+    p.add_argument("--zoo", default=str(ZOO_DIR), help="folder of manifest.json and the checkpoints")
+    p.add_argument("--only", default=None, help=f"comma-separated entries ({', '.join(ZOO)})")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (the cards record it)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 for a background build)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..errors import KdmriError
+    from ..train import TrainingInterrupted
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    zoo = Path(args.zoo)
+    todo = [n.strip() for n in args.only.split(",")] if args.only else list(ZOO)
+    unknown = [n for n in todo if n not in ZOO]
+    if unknown:
+        print(f"error: unknown zoo entry {', '.join(unknown)}; known: {', '.join(ZOO)}", file=sys.stderr)
+        return 2
+    try:
+        entries = {e["name"]: e for e in manifest(zoo / MANIFEST.name)["models"]}
+        for name in todo:
+            t0 = time.time()
+            entries[name] = build_entry(name, args.data, args.work, zoo, args.seed, args.device, not args.no_progress)
+            write_manifest(list(entries.values()), zoo)
+            m = entries[name]["metrics"]
+            print(f"[pretrained] {name}: PSNR {m['PSNR']:.2f} dB, SSIM {m['SSIM']:.4f} on {m['slices']} demo val slices "
+                  f"({entries[name]['steps']} steps, {time.time() - t0:.0f} s this call)", flush=True)
+    except TrainingInterrupted as e:
+        print(f"{e}\n[pretrained] interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except KdmriError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

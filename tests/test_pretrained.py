@@ -1,0 +1,134 @@
+"""The shipped pretrained zoo: every card is true (hash, fields, metrics re-measured), damaged files
+are clear errors, and ``pretrained:NAME`` works wherever a checkpoint path does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdmri_lib import pretrained as P
+from kdmri_lib.errors import CheckpointError
+
+#: what notebooks 03-05 and the ablation rely on
+REQUIRED = ("sr4_teacher_tiny", "sr4_student_tiny", "sr4_unet_tiny")
+CARD_FIELDS = ("name", "file", "sha256", "kind", "preset", "task", "factor", "metrics", "data", "command", "steps",
+               "seconds", "seed", "torch")
+
+
+def _entries():
+    return P.manifest()["models"]
+
+
+def test_zoo_holds_the_required_models_within_its_size_limit():
+    from kdmri_lib.pretrained.build import MAX_BYTES, ZOO
+
+    names = P.names()
+    assert set(REQUIRED) <= set(names), names
+    assert set(names) <= set(ZOO), "every shipped model can be rebuilt by make pretrained"
+    files = [P.ZOO_DIR / e["file"] for e in _entries()]
+    assert sum(f.stat().st_size for f in files) <= MAX_BYTES
+
+
+@pytest.mark.parametrize("entry", _entries(), ids=lambda e: e["name"])
+def test_every_card_is_true(entry, demo_dir):
+    """Fields present, file hash equal to the card's, the data it was made on is this demo build, and
+    its metrics on the demo validation slices re-measured equal the card's (within 0.05 dB)."""
+    from kdmri_lib.pretrained.build import command_for, data_identity
+    from kdmri_lib.reconstruct import evaluate
+
+    for k in CARD_FIELDS:
+        assert k in entry, k
+    assert P.sha256_file(P.ZOO_DIR / entry["file"]) == entry["sha256"]
+    assert entry["data"]["digest"] == data_identity(demo_dir)["digest"]
+    assert entry["command"].startswith("python -m kdmri_lib.pretrained.build") and entry["name"] in entry["command"]
+    assert entry["command"] == command_for(entry["name"], "data/demo")
+    model, card = P.load(entry["name"])
+    assert (model.kind, model.preset, model.task, model.factor) == (card["kind"], card["preset"], card["task"],
+                                                                   card["factor"])
+    res = evaluate(model, demo_dir, "val", per_slice=False)
+    assert res["means"]["PSNR"] == pytest.approx(card["metrics"]["PSNR"], abs=0.05)
+    assert res["means"]["SSIM"] == pytest.approx(card["metrics"]["SSIM"], abs=5e-4)
+    assert res["slices"] == card["metrics"]["slices"]
+
+
+@pytest.fixture()
+def zoo_copy(tmp_path) -> Path:
+    dst = tmp_path / "zoo ü"
+    shutil.copytree(P.ZOO_DIR, dst, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return dst / "manifest.json"
+
+
+def test_tampered_truncated_and_missing_files_are_clear_errors(zoo_copy):
+    name = REQUIRED[1]
+    card = P.card(name, zoo_copy)
+    f = zoo_copy.parent / card["file"]
+    P.load(name, manifest_path=zoo_copy)        # the intact copy loads
+    raw = f.read_bytes()
+    # tampered: one byte changed in the middle
+    f.write_bytes(raw[: len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1]) + raw[len(raw) // 2 + 1:])
+    with pytest.raises(CheckpointError) as e:
+        P.load(name, manifest_path=zoo_copy)
+    msg = str(e.value)
+    assert str(f) in msg and card["sha256"] in msg and P.sha256_file(f) in msg and "expected" in msg
+    # truncated
+    f.write_bytes(raw[:1000])
+    with pytest.raises(CheckpointError, match=f"expected sha256 {card['sha256']}, got {P.sha256_file(f)}"):
+        P.load(name, manifest_path=zoo_copy)
+    # missing
+    f.unlink()
+    with pytest.raises(CheckpointError, match=r"is missing \(expected sha256 " + card["sha256"]):
+        P.load(name, manifest_path=zoo_copy)
+    # unknown name, unreadable manifest
+    with pytest.raises(CheckpointError, match="'nope' is not in the zoo.*available: sr4"):
+        P.load("nope", manifest_path=zoo_copy)
+    zoo_copy.write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable zoo manifest"):
+        P.load(name, manifest_path=zoo_copy)
+
+
+def test_the_hash_is_checked_before_the_file_is_unpickled(zoo_copy, monkeypatch):
+    name = REQUIRED[1]
+    f = zoo_copy.parent / P.card(name, zoo_copy)["file"]
+    f.write_bytes(f.read_bytes() + b"\0")
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or {})
+    with pytest.raises(CheckpointError, match="does not match its card"):
+        P.load(name, manifest_path=zoo_copy)
+    assert not calls
+
+
+def test_pretrained_name_works_in_the_reconstruction_cli_and_load_model(demo_dir, tmp_path, capsys):
+    from kdmri_lib.checkpoint import load_model
+    from kdmri_lib.reconstruct import main
+
+    name = REQUIRED[1]
+    model, _ = load_model(f"pretrained:{name}")
+    assert model.kind == "student"
+    code = main(["--checkpoint", f"pretrained:{name}", "--data", str(demo_dir), "--out", str(tmp_path / "r"),
+                 "--evaluate", "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "fastMRI evaluate" in out
+    psnr = float(out.split("PSNR")[1].split()[0])
+    assert psnr == pytest.approx(P.card(name)["metrics"]["PSNR"], abs=0.05)
+    code = main(["--checkpoint", "pretrained:nope", "--data", str(demo_dir), "--out", str(tmp_path / "r2")])
+    assert code == 2 and "not in the zoo" in capsys.readouterr().err
+
+
+def test_a_run_can_name_a_zoo_teacher():
+    from kdmri_lib.errors import CheckpointError as CE
+    from kdmri_lib.train import TrainConfig
+
+    cfg = TrainConfig(mode="distill", teacher_checkpoint=f"pretrained:{REQUIRED[0]}", data_dir="data/demo")
+    cfg.validate(check_paths=False)
+    with pytest.raises(CE, match="not in the zoo"):
+        TrainConfig(mode="distill", teacher_checkpoint="pretrained:nope").validate()
+
+
+def test_manifest_is_valid_json_with_a_format(tmp_path):
+    m = json.loads(P.MANIFEST.read_text())
+    assert m["format"] == "kdmri-pretrained" and isinstance(m["models"], list)
+    assert P.manifest(tmp_path / "none.json") == {"models": []}
