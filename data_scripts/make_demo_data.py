@@ -25,13 +25,16 @@ def main(argv=None) -> int:
     p.add_argument("--snr-db", type=float, default=d.snr_db, help=f"noise level (default {d.snr_db} dB)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--no-natural", action="store_true", help="skip the natural-image set")
+    p.add_argument("--head", choices=("whole", "brain"), default=d.head,
+                   help="whole: synthetic scalp and skull around the brain, T1w + T2w; brain: the skull-stripped T1w template")
     p.add_argument("--force", action="store_true", help="rebuild even if the data are up to date")
     p.add_argument("--summary", action="store_true", help="print the summary only if the data are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         cfg = DemoConfig(matrix=args.matrix, stride=args.stride, snr_db=args.snr_db, seed=args.seed,
-                         natural=not args.no_natural)
+                         natural=not args.no_natural, head=args.head,
+                         contrasts=d.contrasts if args.head == "whole" else ("T1w",))
         report = build_demo_data(args.out, cfg, force=args.force, progress=not args.quiet)
     except KdmriError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,15 +1,20 @@
 """The embedded demo data: fastMRI-format single-coil volumes from a real MRI template, offline.
 
 Source: the MNI152 (ICBM 2009a, symmetric, 1 mm) T1 template that the ``nilearn`` wheel ships
-(``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``, 197 x 233 x 189).
-It is real anatomy (an average of 152 brains), available offline with no registration. It is a
-**stand-in** for a real acquisition: the k-space is *simulated*.
+(``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``, 197 x 233 x 189)
+and its grey / white matter probability maps. The template is real anatomy (an average of 152
+brains), available offline with no registration, but it is a skull-stripped *brain*, and a
+scanner images the whole head. By default (``head="whole"``) the brain is wrapped in a synthetic
+scalp and skull (CSF, inner table, marrow, outer table, galea, fat, skin, built in 3-D:
+:mod:`kdmri_lib.head_model`) and rendered in two contrasts, T1w and T2w. It is a **stand-in** for a
+real acquisition: the scalp and skull are a model and the k-space is *simulated*
+(``head="brain"`` gives the skull-stripped T1w template alone, as the first demo data did).
 
 For every chosen slice (axial, coronal and sagittal, every ``stride``-th slice with enough head
-in it) the builder
+in it, the same positions in every contrast) the builder
 
 1. centres the slice in a ``matrix x matrix`` field of view (zero background; the head fits in
-   192 mm) and scales the volume to a maximum of 1;
+   224 mm) and scales each contrast's volume to a maximum of 1;
 2. multiplies it by a smooth random phase ``exp(i * phi)``, ``phi`` a random 2-D quadratic
    polynomial (as field inhomogeneity would give);
 3. takes the centred orthonormal FFT (:func:`kdmri_lib.physics.fft2c`) and adds complex
@@ -17,9 +22,10 @@ in it) the builder
 4. stores ``kspace`` and the fully-sampled magnitude ``reconstruction_esc = |ifft2c(kspace)|``
    (as fastMRI's single-coil target is the magnitude of the fully-sampled reconstruction).
 
-Slices are grouped into volumes (files) of consecutive slices. For each orientation the middle
-volume goes to ``singlecoil_val`` and the slice just before and after it are dropped, so
-validation slices never appear in training, nor do their immediate neighbours.
+Slices are grouped into volumes (files) of consecutive slices, one file per contrast
+(``mni152_*``: T1w, ``mni152t2_*``: T2w). For each orientation the middle volume goes to
+``singlecoil_val`` (in every contrast) and the slice just before and after it are dropped, so
+validation positions never appear in training in any contrast, nor do their immediate neighbours.
 
 A natural-image set for the paper's 1:1 MRI/natural mixing comes from scikit-image's bundled
 sample images (a **stand-in** for Flickr2K), grayscale (Y of YCbCr, BT.601), centre-cropped to
@@ -65,7 +71,7 @@ NATURAL_SET5 = ("astronaut", "chelsea", "motorcycle", "colorwheel", "microaneury
 class DemoConfig:
     """Configuration of the demo data set (its hash names a build in ``manifest.json``)."""
 
-    matrix: int = 192                 # H = W of every slice (divisible by 16)
+    matrix: int = 224                 # H = W of every slice (divisible by 16; the whole head fits 224 mm)
     stride: int = 3                   # take every stride-th slice (mm) of each orientation
     min_head_fraction: float = 0.15   # keep slices whose head covers at least this fraction of the FOV
     slices_per_volume: int = 6        # slices per file
@@ -74,7 +80,10 @@ class DemoConfig:
     seed: int = 0
     natural: bool = True
     natural_crop: int = 256           # natural images: centre crop to at most this size (multiple of 16)
-    version: int = 1
+    head: str = "whole"               # "whole": synthetic scalp and skull around the brain; "brain": skull-stripped
+    contrasts: tuple = ("T1w", "T2w")  # contrasts of the whole head (kdmri_lib.head_model); "brain": T1w only
+    heldout: bool = True              # singlecoil_heldout/: real MRI the models never see (nibabel's example EPI)
+    version: int = 2
 
     def validate(self) -> "DemoConfig":
         check_int("matrix", self.matrix, minimum=64)
@@ -86,9 +95,18 @@ class DemoConfig:
         check_float("snr_db", self.snr_db, minimum=0.0, maximum=200.0)
         check_float("max_phase_rad", self.max_phase_rad, minimum=0.0, maximum=100.0)
         check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
-        if not isinstance(self.natural, bool):
-            raise ConfigError(f"natural must be True or False; got {self.natural!r}")
+        for name in ("natural", "heldout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
         check_int("natural_crop", self.natural_crop, minimum=16)
+        from .head_model import CONTRASTS
+
+        if self.head not in ("whole", "brain"):
+            raise ConfigError(f"head must be 'whole' (synthetic scalp and skull) or 'brain' (skull-stripped); got {self.head!r}")
+        if not self.contrasts or any(c not in CONTRASTS for c in self.contrasts) or len(set(self.contrasts)) != len(self.contrasts):
+            raise ConfigError(f"contrasts must be distinct names from {', '.join(CONTRASTS)}; got {self.contrasts!r}")
+        if self.head == "brain" and tuple(self.contrasts) != ("T1w",):
+            raise ConfigError("head='brain' (the skull-stripped template) has one contrast: contrasts=('T1w',)")
         if self.natural_crop % 16:
             raise ConfigError(f"natural_crop must be divisible by 16; got {self.natural_crop}")
         return self
@@ -97,10 +115,15 @@ class DemoConfig:
     def from_dict(cls, d: dict) -> "DemoConfig":
         """The configuration recorded in a ``manifest.json`` (unknown keys are ignored)."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in dict(d).items() if k in known})
+        d = {k: v for k, v in dict(d).items() if k in known}
+        if "contrasts" in d:
+            d["contrasts"] = tuple(d["contrasts"])   # a JSON list in manifest.json
+        return cls(**d)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        d["contrasts"] = list(d["contrasts"])
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +147,45 @@ def load_template() -> np.ndarray:
 
     vol = np.asarray(nib.load(str(mni_template_path())).get_fdata(dtype=np.float32))
     return vol / vol.max()
+
+
+def source_volumes(cfg: "DemoConfig") -> dict[str, np.ndarray]:
+    """The 3-D volumes the slices come from, by contrast (each scaled to a maximum of 1).
+
+    ``head="whole"``: :func:`kdmri_lib.head_model.build_head` (the template's brain in a synthetic
+    scalp and skull, T1w and T2w); ``head="brain"``: the skull-stripped template (T1w).
+    """
+    if cfg.head == "brain":
+        return {"T1w": load_template()}
+    from .head_model import build_head
+
+    head = build_head(cfg.seed)
+    return {c: head[c] / head[c].max() for c in cfg.contrasts}
+
+
+#: file-name prefix and acquisition suffix of each contrast (T1w keeps the names of the first demo data)
+_PREFIX = {"T1w": "mni152", "T2w": "mni152t2"}
+_ACQ_CONTRAST = {"T1w": "T1", "T2w": "T2"}
+
+
+#: the held-out real scan: nibabel's example EPI (``nibabel/tests/data/example4d.nii.gz``, MIT licence)
+HELDOUT_NAME = "nibabel_example4d"
+
+
+def heldout_images() -> np.ndarray:
+    """The held-out real anatomy: every axial slice of the first volume of nibabel's example
+    4-D EPI brain scan (a real acquisition of another subject, scanner and contrast than the
+    template: 2 mm pixels, 24 slices), rotated like the demo slices and scaled to a maximum of 1;
+    float32 ``(24, 96, 128)``. The models never train on it."""
+    import nibabel as nib
+
+    spec = importlib.util.find_spec("nibabel")
+    path = Path(list(spec.submodule_search_locations)[0]) / "tests" / "data" / "example4d.nii.gz"
+    if not path.exists():
+        raise DataError(f"{path}: nibabel's example scan is not installed (reinstall nibabel, or build with heldout=False)")
+    vol = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))[..., 0]
+    imgs = np.stack([np.ascontiguousarray(np.rot90(vol[:, :, i])) for i in range(vol.shape[2])])
+    return (imgs / imgs.max()).astype(np.float32)
 
 
 def _orient_slice(vol: np.ndarray, orientation: str, index: int) -> np.ndarray:
@@ -196,7 +258,10 @@ def simulate_volume(images, rng: np.random.Generator, sigma: float, max_phase: f
 
 
 def plan_volumes(vol: np.ndarray, cfg: DemoConfig) -> list[dict]:
-    """Which slices go into which file: a list of ``{name, split, orientation, indices}``."""
+    """Which slices go into which file: a list of ``{name, split, orientation, contrast, indices}``.
+
+    Slice positions are chosen on ``vol`` (the first contrast); every contrast gets the same
+    positions and the same split, so no validation position is trained on in any contrast."""
     plan = []
     thr = 0.1
     for orientation in ORIENTATIONS:
@@ -211,14 +276,16 @@ def plan_volumes(vol: np.ndarray, cfg: DemoConfig) -> list[dict]:
         blocks = [chosen[i: i + n] for i in range(0, len(chosen), n)]
         mid = len(blocks) // 2
         val = blocks[mid]
-        plan.append({"name": f"mni152_{orientation}_val", "split": "val", "orientation": orientation, "indices": val})
+        blocks_of = [("val", "val", val)]
         drop = {chosen[chosen.index(val[0]) - 1]} if chosen.index(val[0]) > 0 else set()
         if chosen.index(val[-1]) + 1 < len(chosen):
             drop.add(chosen[chosen.index(val[-1]) + 1])
         train = [i for i in chosen if i not in val and i not in drop]
-        for b, start in enumerate(range(0, len(train), n)):
-            plan.append({"name": f"mni152_{orientation}_{b:02d}", "split": "train", "orientation": orientation,
-                         "indices": train[start: start + n]})
+        blocks_of += [("train", f"{b:02d}", train[start: start + n]) for b, start in enumerate(range(0, len(train), n))]
+        for contrast in cfg.contrasts:
+            for split, tag, indices in blocks_of:
+                plan.append({"name": f"{_PREFIX[contrast]}_{orientation}_{tag}", "split": split, "orientation": orientation,
+                             "contrast": contrast, "indices": indices})
     return plan
 
 
@@ -299,6 +366,7 @@ class BuildReport:
     noise_std: dict = field(default_factory=dict)
     natural: dict = field(default_factory=dict)     # split -> list of png names
     bytes: int = 0
+    source: str = ""
 
     def summary(self) -> str:
         lines = [f"demo data in {self.out} ({'built' if self.built else 'already up to date'} in {self.seconds:.1f} s)"]
@@ -306,7 +374,10 @@ class BuildReport:
             files = self.files.get(split, [])
             lines.append(f"  singlecoil_{split}: {len(files)} files, {self.slices.get(split, 0)} slices of {self.shape[0]}x{self.shape[1]}"
                          if self.shape else f"  singlecoil_{split}: {len(files)} files")
-        lines.append(f"  k-space: complex64, simulated from the MNI152 T1 template, smooth random phase, "
+        if self.files.get("heldout"):
+            lines.append(f"  singlecoil_heldout: {', '.join(self.files['heldout'])}, {self.slices.get('heldout', 0)} slices "
+                         f"(real EPI brain scan from nibabel's test data; never trained on)")
+        lines.append(f"  k-space: complex64, simulated from {self.source or 'the MNI152 template'}, smooth random phase, "
                      f"complex noise at SNR {self.snr_db:g} dB")
         for split, names in self.natural.items():
             label = "Set5 stand-in" if split == "set5" else "Flickr2K stand-in"
@@ -356,19 +427,26 @@ def build_demo_data(
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: the demo data folder is a file; expected a folder (choose another path)")
-    vol = load_template()
+    if progress:
+        log("[demo] building the whole-head volumes (synthetic scalp and skull, "
+            f"{', '.join(cfg.contrasts)}) ..." if cfg.head == "whole" else "[demo] loading the MNI152 template ...")
+    vols = source_volumes(cfg)
+    vol = vols[cfg.contrasts[0] if cfg.head == "whole" else "T1w"]
     plan = plan_volumes(vol, cfg)
     for split in ("train", "val"):
         if not any(p["split"] == split for p in plan):
             raise ConfigError(f"this demo configuration gives no {split} volume (stride {cfg.stride}, min_head_fraction "
                               f"{cfg.min_head_fraction}); use a smaller stride (default {DemoConfig.stride})")
     ensure_dir(out, "demo data folder")
-    for sub in ("singlecoil_train", "singlecoil_val") + (("natural/train", "natural/set5") if cfg.natural else ()):
+    for sub in ("singlecoil_train", "singlecoil_val") + (("singlecoil_heldout",) if cfg.heldout else ()) + \
+            (("natural/train", "natural/set5") if cfg.natural else ()):
         ensure_dir(out / sub, "demo data folder")
     # Before the first data file changes: the manifest no longer vouches for the folder (an interrupted
     # build is redone by the next call), and it lists every file of the old and the new build, so that
     # the next complete build can remove the files of an earlier configuration (never other files).
     planned = [f"singlecoil_{p['split']}/{p['name']}.h5" for p in plan]
+    if cfg.heldout:
+        planned.append(f"singlecoil_heldout/{HELDOUT_NAME}.h5")
     if cfg.natural:
         planned += [f"natural/{split}/{n}.png" for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5))
                     for n in names]
@@ -381,24 +459,30 @@ def build_demo_data(
     # one independent stream per file, fixed by the plan order: deterministic and restartable
     streams = root_rng.spawn(len(plan))
     files: list[str] = []
-    report = BuildReport(out=out, built=True, seconds=0.0, shape=(cfg.matrix, cfg.matrix), snr_db=cfg.snr_db)
+    report = BuildReport(out=out, built=True, seconds=0.0, shape=(cfg.matrix, cfg.matrix), snr_db=cfg.snr_db,
+                         source=_source_text(cfg))
     bboxes = {o: head_bbox(vol, o) for o in ORIENTATIONS}
     fg_means = {}
     for o in ORIENTATIONS:
-        vals = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o])
-                for p in plan if p["orientation"] == o for i in p["indices"]]
-        fg_means[o] = foreground_mean(np.stack(vals))
+        for c, v in vols.items():
+            vals = [_centre_in_fov(_orient_slice(v, o, i), cfg.matrix, bboxes[o])
+                    for p in plan if p["orientation"] == o and p["contrast"] == c for i in p["indices"]]
+            if vals:
+                fg_means[o, c] = foreground_mean(np.stack(vals))
     bar = tqdm(plan, desc="demo volumes", disable=not progress, leave=False)
     for entry, rng in zip(bar, streams):
-        o = entry["orientation"]
-        sigma = noise_sigma(fg_means[o], cfg.snr_db)
-        imgs = [_centre_in_fov(_orient_slice(vol, o, i), cfg.matrix, bboxes[o]) for i in entry["indices"]]
+        o, c = entry["orientation"], entry["contrast"]
+        sigma = noise_sigma(fg_means[o, c], cfg.snr_db)
+        imgs = [_centre_in_fov(_orient_slice(vols[c], o, i), cfg.matrix, bboxes[o]) for i in entry["indices"]]
         kspace, target = simulate_volume(imgs, rng, sigma, cfg.max_phase_rad)
         rel = f"singlecoil_{entry['split']}/{entry['name']}.h5"
         write_volume(out / rel, kspace, target, {
-            "acquisition": _ACQ[o],
-            "patient_id": f"mni152-{o}-{entry['indices'][0]:03d}",
-            "source": "MNI152 ICBM 2009a T1 template (nilearn); simulated single-coil k-space",
+            "acquisition": _ACQ[o][:-2] + _ACQ_CONTRAST[c],
+            "patient_id": f"{_PREFIX[c]}-{o}-{entry['indices'][0]:03d}",
+            "source": ("MNI152 ICBM 2009a template brain (nilearn) in a synthetic scalp and skull (kdmri_lib.head_model), "
+                       f"{c}; simulated single-coil k-space") if cfg.head == "whole" else
+                      "MNI152 ICBM 2009a T1 template (nilearn); simulated single-coil k-space",
+            "contrast": c,
             "snr_db": float(cfg.snr_db),
             "noise_std": float(sigma),
             "slice_indices": np.asarray(entry["indices"], dtype=np.int32),
@@ -407,7 +491,22 @@ def build_demo_data(
         files.append(rel)
         report.files.setdefault(entry["split"], []).append(Path(rel).name)
         report.slices[entry["split"]] = report.slices.get(entry["split"], 0) + len(imgs)
-        report.noise_std[o] = float(sigma)
+        report.noise_std[f"{o} {c}"] = float(sigma)
+
+    if cfg.heldout:
+        imgs = heldout_images()
+        rng = np.random.default_rng([cfg.seed, 7919])
+        sigma = noise_sigma(foreground_mean(imgs), cfg.snr_db)
+        kspace, target = simulate_volume(imgs, rng, sigma, cfg.max_phase_rad)
+        rel = f"singlecoil_heldout/{HELDOUT_NAME}.h5"
+        write_volume(out / rel, kspace, target, {
+            "acquisition": "AXEPI", "patient_id": HELDOUT_NAME,
+            "source": "nibabel example4d.nii.gz (a real EPI brain scan, first volume, 2 mm); simulated single-coil k-space",
+            "snr_db": float(cfg.snr_db), "noise_std": float(sigma), "orientation": "axial", "contrast": "EPI",
+        }, fov_mm=(2.0 * imgs.shape[1], 2.0 * imgs.shape[2], 2.2), tmp_dir=partial)
+        files.append(rel)
+        report.files.setdefault("heldout", []).append(Path(rel).name)
+        report.slices["heldout"] = len(imgs)
 
     if cfg.natural:
         for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5)):
@@ -483,6 +582,12 @@ def demo_status(out: str | os.PathLike) -> str:
     return "complete" if all((Path(out) / f).exists() for f in m.get("files", [])) else "incomplete"
 
 
+def _source_text(cfg: DemoConfig) -> str:
+    if cfg.head == "whole":
+        return f"the MNI152 brain in a synthetic scalp and skull ({', '.join(cfg.contrasts)})"
+    return "the skull-stripped MNI152 T1 template"
+
+
 def _report_from_manifest(out: Path, manifest: dict, seconds: float) -> BuildReport:
     files: dict = {}
     for f in manifest["files"]:
@@ -493,4 +598,5 @@ def _report_from_manifest(out: Path, manifest: dict, seconds: float) -> BuildRep
         out=out, built=False, seconds=seconds, files=files, slices=manifest["slices"],
         shape=tuple(manifest["shape"]), snr_db=manifest["config"]["snr_db"], noise_std=manifest["noise_std"],
         natural=manifest.get("natural", {}), bytes=manifest["bytes"],
+        source=_source_text(DemoConfig.from_dict(manifest["config"])),
     )

@@ -108,6 +108,52 @@ def summary_rows(methods: Mapping[str, dict], scores: Mapping[str, dict], task: 
     return rows
 
 
+def what_it_shows(rows: Sequence[Mapping], where: str = "the held-out slices", metric: str = "PSNR",
+                  baseline: str = "zero-filled") -> list[str]:
+    """Sentences that state what a results table shows, computed from it (never typed by hand).
+
+    Args:
+        rows: dicts with ``method`` and ``metric`` (as :func:`summary_rows` gives them).
+        where: what the rows were scored on, for the sentences.
+        baseline: the parameter-free reference every learned model must beat.
+
+    Returns:
+        The winner and its margin over the runner-up and the baseline; every learned model below
+        the baseline by name; the teacher against the student alone, and the distilled student
+        against the student alone, when both are in the table (the first match of each name).
+    """
+    vals = {r["method"]: float(r[metric]) for r in rows if r.get(metric) is not None}
+    if not vals:
+        return []
+    unit = " dB" if metric == "PSNR" else ""
+    order = sorted(vals, key=vals.get, reverse=True)
+    out = [f"On {where}, {order[0]} is best ({vals[order[0]]:.2f}{unit} {metric})"
+           + (f", {vals[order[0]] - vals[order[1]]:+.2f}{unit} over {order[1]}." if len(order) > 1 else ".")]
+    base = vals.get(baseline)
+    if base is not None:
+        below = [m for m in order if m not in BASELINE_NAMES.values() and vals[m] < base]
+        above = [m for m in order if m not in BASELINE_NAMES.values() and vals[m] >= base]
+        if above:
+            out.append(f"Above {baseline} ({base:.2f}{unit}): " + ", ".join(f"{m} {vals[m] - base:+.2f}{unit}" for m in above) + ".")
+        if below:
+            out.append(f"Below {baseline}, i.e. worse than doing nothing learned: "
+                       + ", ".join(f"{m} {vals[m] - base:+.2f}{unit}" for m in below) + ".")
+
+    def first(prefix):
+        return next((m for m in order if m.startswith(prefix)), None)
+
+    teacher, alone, distilled = first("teacher"), first("student alone"), first("distilled student")
+    if teacher and alone:
+        d = vals[teacher] - vals[alone]
+        out.append(f"The teacher ({teacher}) is {abs(d):.2f}{unit} {'above' if d >= 0 else 'below'} the student trained "
+                   f"alone ({alone})" + ("." if d >= 0 else ": it has little to teach here."))
+    if distilled and alone:
+        d = vals[distilled] - vals[alone]
+        out.append(f"Distillation {'helped' if d > 0 else 'did not help'}: the distilled student is {d:+.2f}{unit} against "
+                   f"the student alone ({alone}).")
+    return out
+
+
 def _overrides(model) -> dict:
     return {k: v for k, v in getattr(model, "config", {}).items() if k not in ("kind", "preset", "task", "factor")}
 

@@ -23,7 +23,7 @@ def test_mini_ablation_writes_table_json_figure_and_is_resumable(demo_dir, tmp_p
         assert {"name", "params", "GFLOPs", "PSNR", "SSIM", "NMSE", "train_time_s", "checkpoint"} <= set(r)
         if r["params"]:
             assert (out / r["name"] / "last.pt").is_file() and r["checkpoint"].endswith("last.pt")
-        assert len(list((out / r["name"] / "reconstructions").glob("*.h5"))) == 3
+        assert len(list((out / r["name"] / "reconstructions").glob("*.h5"))) == 6
     by = {r["name"]: r for r in rows}
     assert by["zero_filled"]["params"] == 0 and by["student"]["GFLOPs"] < by["teacher"]["GFLOPs"]
     assert by["kd_dynamic"]["params"] == by["student"]["params"]

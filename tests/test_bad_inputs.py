@@ -821,7 +821,7 @@ CLI_CASES = {
                                "unknown ablation row"),
     "ablation: --device tpu": ("ablation", lambda w, d: ["--out", w / "a", "--data", d, "--device", "tpu"], "device must be one of"),
     "ablation: --scale 5": ("ablation", lambda w, d: ["--out", w / "a", "--data", d, "--scale", "5", *CPU],
-                            "192x192 is not divisible by the sr scale 5"),
+                            "224x224 is not divisible by the sr scale 5"),
     # notebooks (papermill runner): refused before a kernel starts
     "notebook: --only unknown": ("notebook", lambda w, d: ["--out", w / "nb", "--only", "99_bogus"], "unknown notebook"),
     "notebook: --out is a file": ("notebook", lambda w, d: ["--out", w / "a file.txt", "--only", "01_kspace_basics"], "is a file"),

@@ -53,20 +53,58 @@ def test_demo_target_is_fully_sampled_magnitude_and_noise_matches_snr(demo_dir):
     assert 20 * np.log10(fg.mean() / sigma) == pytest.approx(snr, abs=3)
 
 
-def test_demo_splits_share_no_slice_and_cover_three_orientations(demo_dir):
-    seen = {}
+def test_demo_splits_share_no_slice_and_cover_three_orientations_and_two_contrasts(demo_dir):
+    seen, split_of = {}, {}
     orient = set()
     for split in ("train", "val"):
         for f in (demo_dir / f"singlecoil_{split}").glob("*.h5"):
             with h5py.File(f) as hf:
-                o = hf.attrs["orientation"]
-                orient.add((split, o))
+                o, c = hf.attrs["orientation"], hf.attrs["contrast"]
+                orient.add((split, o, c))
                 for i in hf.attrs["slice_indices"]:
-                    key = (o, int(i))
-                    assert key not in seen, f"slice {key} in {seen.get(key)} and {split}"
-                    seen[key] = split
-    assert {o for s, o in orient if s == "val"} == {"axial", "coronal", "sagittal"}
-    assert {o for s, o in orient if s == "train"} == {"axial", "coronal", "sagittal"}
+                    key = (c, o, int(i))
+                    assert key not in seen, f"slice {key} in {seen.get(key)} and {f.name}"
+                    seen[key] = f.name
+                    # a validation position is never trained on, in any contrast
+                    assert split_of.setdefault((o, int(i)), split) == split, (o, i)
+    for split in ("train", "val"):
+        assert {(o, c) for s, o, c in orient if s == split} == {(o, c) for o in ("axial", "coronal", "sagittal")
+                                                               for c in ("T1w", "T2w")}
+
+
+def test_whole_head_has_scalp_and_skull_in_both_contrasts():
+    """The synthetic head: layers outside the brain in the order of a real head, with T1w / T2w
+    intensities of their tissues (fat bright on T1w, bone dark in both, CSF bright on T2w)."""
+    from kdmri_lib.head_model import LAYERS, build_head
+
+    h = build_head(0)
+    layer, t1, t2 = h["layer"], h["T1w"], h["T2w"]
+    names = [n for n, *_ in LAYERS]
+    mean = {n: (float(t1[layer == k + 2].mean()), float(t2[layer == k + 2].mean())) for k, n in enumerate(names)}
+    assert all((layer == k + 2).sum() > 10_000 for k in range(len(names)))      # every layer is there
+    assert mean["fat"][0] > 0.8 and mean["diploe"][0] > 0.5                        # fat and marrow bright (T1w)
+    assert mean["inner_table"][0] < 0.05 and mean["outer_table"][1] < 0.05         # bone dark
+    assert mean["csf"][1] > 0.9 > 0.2 > mean["csf"][0]                             # CSF: bright T2w, dark T1w
+    brain = h["brain"]
+    wm = t1 > 0.75                                                                 # T1w white matter
+    assert float(t2[brain & wm].mean()) < float(t2[brain & (t1 > 0.3) & (t1 < 0.55)].mean())   # T2w: WM < GM
+    # the layers are nested: distance from the brain grows with the layer index
+    from scipy.ndimage import distance_transform_edt
+
+    d = distance_transform_edt(~brain)
+    med = [float(np.median(d[layer == k + 2])) for k in range(len(names))]
+    assert med == sorted(med)
+
+
+def test_heldout_real_scan_is_its_own_split(demo_dir):
+    files = sorted((demo_dir / "singlecoil_heldout").glob("*.h5"))
+    assert [f.name for f in files] == ["nibabel_example4d.h5"]
+    assert not (demo_dir / "singlecoil_train" / files[0].name).exists()
+    ds = data.MRISliceDataset(demo_dir / "singlecoil_heldout", "sr", 4)
+    s = ds[0]
+    assert len(ds) == 24 and s["target"].shape == (1, 96, 128) and s["y"].shape == (1, 24, 32)
+    with h5py.File(files[0]) as hf:
+        assert "nibabel" in hf.attrs["source"] and hf.attrs["contrast"] == "EPI"
 
 
 def test_natural_images_and_set5_standin(demo_dir):
@@ -133,7 +171,7 @@ def test_training_batches_masks_and_mixing(demo_dir):
     torch.manual_seed(0)
     ds = data.build_dataset(demo_dir, "train", "cs", 4, natural_dir=demo_dir / "natural" / "train")
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
-    assert batch["target"].shape == (4, 1, 192, 192) and batch["mask"].shape == (4, 1, 1, 192)
+    assert batch["target"].shape == (4, 1, 224, 224) and batch["mask"].shape == (4, 1, 1, 224)
     assert batch["fname"][0].endswith(".h5") and batch["fname"][1].endswith(".png")   # 1:1 mixing
     op = ds.operator(batch)
     assert op.mask.shape[0] == 4

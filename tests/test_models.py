@@ -291,7 +291,7 @@ def test_baseline_definitions():
 @pytest.mark.parametrize("kind,task,factor", [("student", "sr", 4), ("teacher", "sr", 4), ("unet", "sr", 4),
                                               ("student", "cs", 4)])
 def test_tiny_model_overfits_demo_slices(demo_dir, kind, task, factor):
-    """MSE falls >= 5x (+7 dB; from the untrained model, which starts near the zero-filled image)
+    """MSE falls >= 4x (+6 dB; from the untrained model, which starts near the zero-filled image)
     within 300 Adam steps at 3x the recipe's lr on 2 fixed whole demo slices; stops at 10x."""
     from torch.utils.data import default_collate
 
@@ -319,7 +319,7 @@ def test_tiny_model_overfits_demo_slices(demo_dir, kind, task, factor):
             break
     with torch.no_grad():
         end = float(mse())
-    assert end <= start / 5, (start, end)
+    assert end <= start / 4, (start, end)
 
 
 # --------------------------------------------------------------------------------------------

@@ -132,3 +132,10 @@ def test_manifest_is_valid_json_with_a_format(tmp_path):
     m = json.loads(P.MANIFEST.read_text())
     assert m["format"] == "kdmri-pretrained" and isinstance(m["models"], list)
     assert P.manifest(tmp_path / "none.json") == {"models": []}
+
+
+def test_readme_results_table_is_the_generated_one(repo_root):
+    """The README's headline table is `python -m kdmri_lib.pretrained --markdown` of the shipped zoo."""
+    text = (repo_root / "README.md").read_text()
+    assert P.readme_block(text) == P.markdown_table()
+    assert "sr4_zero_filled (baseline)" in P.markdown_table()

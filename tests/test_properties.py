@@ -288,7 +288,7 @@ def test_a_damaged_volume_is_read_or_refused_with_a_data_error(good_h5, tmp_path
     else:
         b[i: i + 64] = rng.integers(0, 256, len(b[i: i + 64]), dtype=np.uint8).tobytes()
     d = tmp_path / f"d{seed}-{how}-{i}"
-    d.mkdir()
+    d.mkdir(exist_ok=True)   # hypothesis may replay an example in the same tmp_path
     (d / "v ü.h5").write_bytes(bytes(b))
     try:
         ds = MRISliceDataset(d, "cs", 4)

@@ -34,7 +34,7 @@ def test_cli_output_scored_by_fastmri_evaluate_equals_toolkit_metrics(demo_dir, 
                    "--device", "cpu", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "fastMRI evaluate (3 volumes): PSNR" in printed
+    assert "fastMRI evaluate (6 volumes): PSNR" in printed
     val = demo_dir / "singlecoil_val"
     for f in sorted(val.glob("*.h5")):
         with h5py.File(out / f.name, "r") as hp, h5py.File(f, "r") as ht:
@@ -44,7 +44,7 @@ def test_cli_output_scored_by_fastmri_evaluate_equals_toolkit_metrics(demo_dir, 
     fm = R.fastmri_evaluate(val, out)
     model, _ = load_model(student_ckpt)
     ours = R.evaluate(model, demo_dir, "val")
-    assert fm["volumes"] == ours["volumes"] == 3
+    assert fm["volumes"] == ours["volumes"] == 6
     _close(fm["means"], ours["means"])
     assert len(ours["per_slice"]) == ours["slices"] == sum(v["slices"] for v in ours["per_volume"])
     assert {"fname", "slice", "PSNR", "SSIM", "NMSE"} <= set(ours["per_slice"][0])
@@ -73,7 +73,7 @@ def test_fastmri_evaluate_ignores_stray_files_and_names_missing_predictions(demo
     model = build_model("zero_filled", task="sr", factor=4)
     R.write_reconstructions(model, tgt, pred)
     assert sorted(p.name for p in pred.iterdir()) == [f.name for f in src]
-    assert R.fastmri_evaluate(tgt, pred)["volumes"] == 3
+    assert R.fastmri_evaluate(tgt, pred)["volumes"] == 6
     (pred / src[0].name).unlink()
     with pytest.raises(DataError, match=src[0].name):
         R.fastmri_evaluate(tgt, pred)
@@ -95,10 +95,10 @@ def test_slice_cap_is_deterministic_and_spread_over_volumes():
 
 def test_reconstruct_volumes_streams_file_units(demo_dir):
     model = build_model("zero_filled", task="sr", factor=4)
-    items = list(R.reconstruct_volumes(model, demo_dir, val_slices=3))
+    items = list(R.reconstruct_volumes(model, demo_dir, val_slices=6))
     assert [i[0] for i in items] == sorted(p.name for p in (demo_dir / "singlecoil_val").glob("*.h5"))
     for fname, recon, target in items:
-        assert recon.shape == target.shape == (1, 192, 192) and recon.dtype == np.float32
+        assert recon.shape == target.shape == (1, 224, 224) and recon.dtype == np.float32
         with h5py.File(demo_dir / "singlecoil_val" / fname, "r") as hf:
             assert np.array_equal(target[0], hf["reconstruction_esc"][0])
         assert 0.5 < recon.max() / target.max() < 2       # file units, not normalised

@@ -638,11 +638,11 @@ def test_evaluation_streams_one_volume_at_a_time_under_inference_mode(demo_dir, 
     ds = _SpyDataset(demo_dir / "singlecoil_val", "sr", 4)
     _SpyDataset.log = []
     model = _Spy()
-    for fname, recon, target in R.reconstruct_volumes(model, ds, val_slices=6):
+    for fname, recon, target in R.reconstruct_volumes(model, ds, val_slices=12):
         _SpyDataset.log.append(("yield", fname))
     log = _SpyDataset.log
     volumes = [f for kind, f in log if kind == "yield"]
-    assert len(volumes) == 3
+    assert len(volumes) == 6
     for i, name in enumerate(volumes):                        # every slice of a volume is read before it is
         start = log.index(("yield", volumes[i - 1])) + 1 if i else 0    # yielded, and none of the next one
         assert {f for _, f in log[start: log.index(("yield", name))]} == {name}

@@ -8,6 +8,7 @@ r"""The pretrained zoo shipped with the package: verified checkpoints with a car
     kind, preset, task, factor                    the model (``build_model`` arguments)
     metrics   {"PSNR", "SSIM", "NMSE", "slices", "volumes"} on the demo validation slices
               (fastMRI's metric functions, volume-wise means: :func:`kdmri_lib.reconstruct.evaluate`)
+    heldout   the same on ``singlecoil_heldout`` (real anatomy that no model trains on), or None
     data      {"digest", "manifest_sha256"} of the demo data it was trained and scored on
     command   the exact command that made it (``make pretrained`` runs it for every entry)
     steps, seconds, seed, torch                   the training budget, wall time, seed and torch version
@@ -137,6 +138,50 @@ def resolve(spec: str | os.PathLike, manifest_path: str | os.PathLike = MANIFEST
     if s.startswith(PREFIX):
         return verify(s[len(PREFIX):], manifest_path)
     return Path(spec)
+
+
+def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
+    """The zoo as a Markdown table with the baselines of the same splits (the README's results
+    table is this text; a test checks that they agree)."""
+    m = manifest(manifest_path or MANIFEST)
+    fmt = lambda d, k, f: format(d[k], f) if d and k in d else "–"  # noqa: E731
+    lines = ["| model | params | steps | train time (s) | demo val PSNR / SSIM | held-out real EPI PSNR / SSIM |",
+             "|---|---:|---:|---:|---|---|"]
+    for name, b in sorted(m.get("baselines", {}).items()):
+        v, h = b.get("val"), b.get("heldout")
+        lines.append(f"| {name} (baseline) | 0 | – | – | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
+                     f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
+    for e in m["models"]:
+        v, h = e.get("metrics"), e.get("heldout")
+        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}) | {e.get('params', 0) / 1e6:.3f} M | {e['steps']} | "
+                     f"{e['seconds']:.0f} | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
+                     f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- zoo:start -->", "<!-- zoo:end -->"
+
+
+def readme_block(text: str) -> str:
+    """The text between the zoo markers of a README (stripped)."""
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"no {README_START} ... {README_END} block in this text")
+    return text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+
+
+def update_readme(path: str | os.PathLike, manifest_path: Optional[str | os.PathLike] = None) -> bool:
+    """Write :func:`markdown_table` between the zoo markers of ``path``; True if it changed."""
+    from ..atomic import write_text
+
+    p = Path(path)
+    text = p.read_text()
+    old = readme_block(text)
+    new = markdown_table(manifest_path)
+    if old == new:
+        return False
+    head, rest = text.split(README_START, 1)
+    write_text(p, head + README_START + "\n" + new + "\n" + README_END + rest.split(README_END, 1)[1])
+    return True
 
 
 def describe(manifest_path: Optional[str | os.PathLike] = None) -> str:

@@ -88,6 +88,9 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
         fit(cfg)
     model, ck = load_model(last, device)
     res = evaluate(model, data, "val", device=device, per_slice=False)
+    held = None
+    if (Path(data) / "singlecoil_heldout").is_dir():   # real anatomy no model trains on
+        held = evaluate(model, data, "heldout", device=device, per_slice=False)
     hist = ck.get("history", [])
     out = zoo / f"{name}.pt"
     save_checkpoint(model_checkpoint(model, train_config=ck.get("train_config"), history=hist,
@@ -98,6 +101,8 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
         "params": int(sum(p.numel() for p in model.parameters())),
         "metrics": {k: float(res["means"][k]) for k in ("PSNR", "SSIM", "NMSE")}
         | {"slices": int(res["slices"]), "volumes": int(res["volumes"]), "split": "demo singlecoil_val"},
+        "heldout": None if held is None else {k: float(held["means"][k]) for k in ("PSNR", "SSIM", "NMSE")}
+        | {"slices": int(held["slices"]), "split": "demo singlecoil_heldout (nibabel example EPI)"},
         "data": data_identity(data), "command": command_for(name, data), "steps": int(ck["global_step"]),
         "seconds": round(float(sum(h.get("seconds", 0.0) for h in hist)), 1), "seed": int(seed),
         "torch": str(torch.__version__), "threads": torch.get_num_threads(),
@@ -108,7 +113,24 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
     }
 
 
-def write_manifest(entries: Sequence[dict], zoo: Path) -> Path:
+def baseline_metrics(data: str | Path, task: str = "sr", factor: int = 4) -> dict:
+    """The parameter-free baselines on the same splits as the cards: name -> {"val": ..., "heldout": ...}."""
+    from ..models import baselines_for, build_model
+    from ..reconstruct import evaluate
+
+    out = {}
+    for name in baselines_for(task):
+        model = build_model(name, "tiny", task, factor)
+        row = {}
+        for split in ("val", "heldout"):
+            if split == "val" or (Path(data) / f"singlecoil_{split}").is_dir():
+                r = evaluate(model, data, split, task, factor, per_slice=False)
+                row[split] = {k: float(r["means"][k]) for k in ("PSNR", "SSIM", "NMSE")}
+        out[f"{task}{factor}_{name}"] = row
+    return out
+
+
+def write_manifest(entries: Sequence[dict], zoo: Path, baselines: Optional[dict] = None) -> Path:
     from ..atomic import write_json
 
     order = {n: i for i, n in enumerate(ZOO)}
@@ -117,7 +139,7 @@ def write_manifest(entries: Sequence[dict], zoo: Path) -> Path:
     if total > MAX_BYTES:
         raise RuntimeError(f"the zoo would hold {total / 2**20:.1f} MiB, over its {MAX_BYTES / 2**20:.0f} MiB limit")
     return write_json(zoo / MANIFEST.name, {"format": "kdmri-pretrained", "version": 1, "models": rows,
-                                            "bytes": total})
+                                            "baselines": baselines or {}, "bytes": total})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,11 +170,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: unknown zoo entry {', '.join(unknown)}; known: {', '.join(ZOO)}", file=sys.stderr)
         return 2
     try:
-        entries = {e["name"]: e for e in manifest(zoo / MANIFEST.name)["models"]}
+        old = manifest(zoo / MANIFEST.name)
+        entries = {e["name"]: e for e in old["models"]}
+        baselines = dict(old.get("baselines", {}))
         for name in todo:
             t0 = time.time()
             entries[name] = build_entry(name, args.data, args.work, zoo, args.seed, args.device, not args.no_progress)
-            write_manifest(list(entries.values()), zoo)
+            spec = ZOO[name]
+            if not any(k.startswith(f"{spec['task']}{spec['factor']}_") for k in baselines):
+                baselines.update(baseline_metrics(args.data, spec["task"], spec["factor"]))
+            write_manifest(list(entries.values()), zoo, baselines)
             m = entries[name]["metrics"]
             print(f"[pretrained] {name}: PSNR {m['PSNR']:.2f} dB, SSIM {m['SSIM']:.4f} on {m['slices']} demo val slices "
                   f"({entries[name]['steps']} steps, {time.time() - t0:.0f} s this call)", flush=True)

@@ -1,0 +1,19 @@
+"""The sentences that notebooks print about their results are computed from the numbers."""
+
+from kdmri_lib.results import what_it_shows
+
+
+def test_what_it_shows_names_the_measured_winner_and_the_models_below_the_baseline():
+    rows = [{"method": "zero-filled", "PSNR": 20.0}, {"method": "bicubic", "PSNR": 19.0},
+            {"method": "student alone", "PSNR": 22.5}, {"method": "teacher", "PSNR": 23.0},
+            {"method": "distilled student", "PSNR": 22.25}, {"method": "U-Net (fastMRI)", "PSNR": 19.5}]
+    text = what_it_shows(rows, "x")
+    assert text[0] == "On x, teacher is best (23.00 dB PSNR), +0.50 dB over student alone."
+    assert "Below zero-filled" in text[2] and "U-Net (fastMRI) -0.50 dB" in text[2] and "bicubic" not in text[2]
+    assert any(t.startswith("The teacher (teacher) is 0.50 dB above the student trained alone") for t in text)
+    assert any(t.startswith("Distillation did not help: the distilled student is -0.25 dB") for t in text)
+    # the same rows in another order give the same sentences; a better distilled student flips the verdict
+    assert what_it_shows(rows[::-1], "x") == text
+    rows[4]["PSNR"] = 22.75
+    assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB") for t in what_it_shows(rows, "x"))
+    assert what_it_shows([], "x") == []
