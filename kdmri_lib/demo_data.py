@@ -338,9 +338,6 @@ def centre_crop_multiple(img: np.ndarray, limit: Optional[int] = None, multiple:
     return img[top: top + h, left: left + w]
 
 
-_centre_crop_multiple = centre_crop_multiple  # former private name
-
-
 def save_png(path: Path, img: np.ndarray, tmp_dir: Optional[Path] = None) -> None:
     """Write a [0, 1] grayscale image as an 8-bit PNG, atomically (temporary file in ``tmp_dir``,
     same file system, when given: then an interrupted write leaves nothing in the image folder)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -110,43 +109,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def rng_state() -> dict:
-    """Snapshot of every random generator (for checkpoints and exact resume)."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore a snapshot taken by :func:`rng_state`."""
-    random.setstate(_to_python_state(state["python"]))
-    np_state = state["numpy"]
-    np.random.set_state(tuple(np_state) if isinstance(np_state, list) else np_state)
-    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8).cpu() for s in state["cuda"]])
-
-
-def _to_python_state(s):
-    # random.getstate() is (version, tuple_of_ints, gauss_next); lists after a round trip.
-    if isinstance(s, list):
-        return (s[0], tuple(s[1]), s[2])
-    return s
-
-
-def set_threads(n: int | None) -> None:
-    """Limit torch's intra-op CPU threads (``None`` leaves the default)."""
-    if n is not None:
-        if n < 1:
-            raise ConfigError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(int(n))
-
-
 # --------------------------------------------------------------------------------------------
 # Distributed helpers (torchrun / DistributedDataParallel)
 # --------------------------------------------------------------------------------------------
@@ -222,16 +184,6 @@ def all_gather_objects(obj) -> list:
 def cleanup_distributed() -> None:
     if is_distributed():
         dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Let rank 0 do something first (e.g. build data) while the other ranks wait."""
-    if not is_main_process():
-        barrier()
-    yield
-    if is_main_process():
-        barrier()
 
 
 def describe(device: torch.device) -> str:

@@ -141,10 +141,6 @@ class DistillConfig:
         self.kd_warmup_steps = check_int("distill.kd_warmup_steps", self.kd_warmup_steps, minimum=0)
         return self
 
-    @property
-    def uses_teacher_features(self) -> bool:
-        return self.feature_kd or self.attention_kd
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

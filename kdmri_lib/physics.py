@@ -461,9 +461,3 @@ def band_split(image: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Te
     h, w = max(1, round(H * keep)), max(1, round(W * keep))
     low = ifft2c(centre_pad(centre_crop(k, (h, w)), (H, W)))
     return low, to_complex(image) - low
-
-
-def output_shape_for(task: str, factor: int, initial_shape: Sequence[int]) -> tuple[int, int]:
-    """Full-resolution ``(H, W)`` from the shape of the starting image."""
-    h, w = initial_shape
-    return (h * factor, w * factor) if task == "sr" else (h, w)

@@ -120,9 +120,12 @@ def what_it_shows(rows: Sequence[Mapping], where: str = "the held-out slices", m
     Returns:
         The winner and its margin over the runner-up and the baseline; every learned model below
         the baseline by name; the teacher against the student alone, and the distilled student
-        against the student alone, when both are in the table (the first match of each name).
+        against the student alone, when both are in the table (rows named exactly ``teacher``,
+        ``student alone``, ``distilled student`` — the same run's budgets — else the best row whose
+        name starts so).
     """
-    vals = {r["method"]: float(r[metric]) for r in rows if r.get(metric) is not None}
+    # baselines may be named by their kind ("zero_filled") or their display name ("zero-filled")
+    vals = {BASELINE_NAMES.get(r["method"], r["method"]): float(r[metric]) for r in rows if r.get(metric) is not None}
     if not vals:
         return []
     unit = " dB" if metric == "PSNR" else ""
@@ -139,8 +142,8 @@ def what_it_shows(rows: Sequence[Mapping], where: str = "the held-out slices", m
             out.append(f"Below {baseline}, i.e. worse than doing nothing learned: "
                        + ", ".join(f"{m} {vals[m] - base:+.2f}{unit}" for m in below) + ".")
 
-    def first(prefix):
-        return next((m for m in order if m.startswith(prefix)), None)
+    def first(prefix):   # the row of exactly this name (the same run's budget), else the best of its kind
+        return prefix if prefix in vals else next((m for m in order if m.startswith(prefix)), None)
 
     teacher, alone, distilled = first("teacher"), first("student alone"), first("distilled student")
     if teacher and alone:

@@ -103,7 +103,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from . import device as D
-from .atomic import atomic_write, ensure_dir, write_json, write_text
+from .atomic import atomic_write, ensure_dir, remove_stale_temporaries, write_json, write_text
 from .checkpoint import (load_checkpoint, load_model, model_checkpoint, plain_rng_state, restore_rng_state,
                          save_checkpoint)
 from .distill import Adapters, DistillConfig, DistillState, distill_losses
@@ -599,6 +599,9 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
     steps_path = out / "steps.csv"
     if main:
         ensure_dir(out, "run folder (--out)")
+        # a process killed during a checkpoint write (kill -9) left its temporary file: this run owns
+        # the folder now, so it is removed (the checkpoint it was replacing is intact)
+        remove_stale_temporaries(out, [p.name for p in (last_path, best_path, teacher_path)])
     D.barrier()
     amp = cfg.amp and D.amp_dtype(device) is not None
     dcfg = cfg.distill

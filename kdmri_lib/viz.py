@@ -69,11 +69,6 @@ def show_images(images: Mapping[str, object], ncols: Optional[int] = None, cmap:
     return fig
 
 
-def error_map(pred, target) -> np.ndarray:
-    """``|pred - target|`` as a NumPy array."""
-    return np.abs(_np(pred) - _np(target))
-
-
 def sobel_magnitude(img) -> np.ndarray:
     """Gradient magnitude (Sobel) of an image, for edge maps."""
     from scipy import ndimage

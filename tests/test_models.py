@@ -353,3 +353,28 @@ def test_cuda_matches_cpu_and_trains_under_autocast(kind):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     out.mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("task,factor", [("sr", 4), ("cs", 4)])
+def test_teacher_variants_dc_output_and_magnitude_domain(task, factor):
+    """``dc_output`` projects the complex estimate onto the measurements; ``domain="magnitude"``
+    works on the normalised magnitude; contradictory or unknown settings are clear errors."""
+    from kdmri_lib.errors import ConfigError
+
+    torch.manual_seed(0)
+    y, op = measurement(task, factor, (48, 48), batch=2)
+    for overrides in ({"dc_output": True}, {"domain": "magnitude"}):
+        m = M.build_model("teacher", "tiny", task, factor, **overrides)
+        out = m(y, op)
+        assert out.shape == (2, 1, 48, 48) and torch.isfinite(out).all() and (out >= 0).all()
+    from kdmri_lib.models.teacher import project_onto_measurements
+
+    z = torch.randn(2, 1, 48, 48, dtype=torch.complex64)
+    p = project_onto_measurements(z, y, op)
+    torch.testing.assert_close(op.forward(p), y, atol=1e-5, rtol=1e-5)           # consistent with y
+    torch.testing.assert_close(project_onto_measurements(p, y, op), p, atol=1e-5, rtol=1e-5)   # idempotent
+    assert not torch.allclose(p, op.adjoint(y), atol=1e-3)                      # the unmeasured part is z's
+    with pytest.raises(ConfigError, match="dc_output needs domain='complex'"):
+        M.build_model("teacher", "tiny", task, factor, dc_output=True, domain="magnitude")
+    with pytest.raises(ConfigError, match="domain must be 'complex' or 'magnitude'"):
+        M.build_model("teacher", "tiny", task, factor, domain="phase")

@@ -43,12 +43,12 @@ EXPECTED = {
 }
 
 
-def _run(name: str, run_dir: Path, demo_dir: Path, out_dir: Path) -> Path:
+def _run(name: str, run_dir: Path, demo_dir: Path, out_dir: Path, **extra) -> Path:
     src = notebooks_dir() / f"{name}.ipynb"
     if not src.exists():
         pytest.skip(f"{src.name} does not exist yet")
-    out = out_dir / f"{name}.ipynb"
-    params = {"data_dir": str(demo_dir), "run_dir": str(run_dir), **SMALL[name]}
+    out = out_dir / f"{name}{'-' + run_dir.name if extra else ''}.ipynb"
+    params = {"data_dir": str(demo_dir), "run_dir": str(run_dir), **SMALL[name], **extra}
     execute(src, out, params, cwd=notebooks_dir())
     nb = json.loads(out.read_text())
     for cell in nb["cells"]:
@@ -77,11 +77,14 @@ def test_notebook_runs_and_writes_its_files(name, chain, demo_dir):
 
 
 def test_distill_notebook_runs_alone(tmp_path, demo_dir):
-    """papermill 04_distill.ipynb with no other notebook run first: it trains its own teacher."""
+    """papermill 04_distill.ipynb with no other notebook run first: it distils from the shipped zoo's
+    teacher (nothing is trained as a teacher), and with teacher="train" it trains its own first."""
     out = _run("04_distill", tmp_path / "run", demo_dir, tmp_path)
-    assert (tmp_path / "run" / "teacher" / "best.pt").exists()
+    assert not (tmp_path / "run" / "teacher").exists()
     assert (tmp_path / "run" / "distill" / "best.pt").exists()
-    assert out.exists()
+    assert "teacher: pretrained:sr4_teacher_" in out.read_text()
+    out = _run("04_distill", tmp_path / "run2", demo_dir, tmp_path, teacher="train", teacher_epochs=1)
+    assert (tmp_path / "run2" / "teacher" / "best.pt").exists() and (tmp_path / "run2" / "distill" / "best.pt").exists()
 
 
 def test_parameter_validation_is_clear(tmp_path, demo_dir):

@@ -17,3 +17,9 @@ def test_what_it_shows_names_the_measured_winner_and_the_models_below_the_baseli
     rows[4]["PSNR"] = 22.75
     assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB") for t in what_it_shows(rows, "x"))
     assert what_it_shows([], "x") == []
+    raw = [{"method": "zero_filled", "PSNR": 20.0}, {"method": "teacher", "PSNR": 19.0}]   # kind names work too
+    assert what_it_shows(raw, "x")[-1].startswith("Below zero-filled") and "teacher -1.00 dB" in what_it_shows(raw, "x")[-1]
+    # a better pretrained student elsewhere in the table does not replace the same-budget comparison
+    rows.append({"method": "student alone · zoo tiny", "PSNR": 30.0})
+    assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB against the student alone "
+                            "(student alone)") for t in what_it_shows(rows, "x"))

@@ -21,10 +21,14 @@ image by ``(s - 1) / 2`` pixels: on the demo validation slices that costs the bi
 ``lowres`` and ``bicubic`` have no meaning for ``cs`` (there is no low-resolution image) and
 raise :class:`~kdmri_lib.errors.ConfigError` there; :func:`baselines_for` lists the valid ones.
 
-fastMRI U-Net (kind ``"unet"``): ``fastmri.models.Unet(in_chans=2, out_chans=1, chans,
-num_pool_layers=4)`` on the complex starting image at full resolution (``cs``: zero-filled;
-``sr``: ``A^H y``, the sinc-interpolated low-res image) as (real, imag) channels, predicting a
-correction of its magnitude: ``out = |A^H y| + Unet(...)``. Inputs are padded (reflection) to a
+fastMRI U-Net (kind ``"unet"``): ``fastmri.models.Unet(in_chans=1, out_chans=1, chans,
+num_pool_layers=4)`` on the magnitude of the starting image at full resolution (``cs``:
+zero-filled; ``sr``: ``A^H y``, the sinc-interpolated low-res image), normalised per image to zero
+mean and unit standard deviation as fastMRI's ``UnetDataTransform`` does
+(``fastmri.data.transforms.normalize_instance``), predicting a correction of that magnitude:
+``out = |A^H y| + std * Unet((|A^H y| - mean) / std)``. (Fed the (real, imag) channels of a
+complex image with a random smooth phase instead, the tiny U-Net stayed at the zero-filled level
+on the whole-head demo data.) Inputs are padded (reflection) to a
 multiple of ``2^num_pool_layers`` (at least ``2^(num_pool_layers+1)``, so that the instance norm of
 the bottleneck sees more than one pixel) and cropped back. Features (``return_features=True``):
 the bottleneck and each decoder level, coarse to fine, ``[16c, 8c, 4c, 2c, c]`` channels for
@@ -39,7 +43,7 @@ from fastmri.models import Unet
 from torch import nn
 
 from ..errors import ConfigError, check_choice, check_int
-from ..physics import Operator, complex_to_channels
+from ..physics import Operator
 from .common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams
 
 BASELINES = ("zero_filled", "lowres", "bicubic")
@@ -106,7 +110,7 @@ class UnetBaseline(ReconModel):
         super().__init__(preset, task, factor, hp, overrides)
         chans = check_int("chans", hp["chans"], minimum=1)
         pools = check_int("num_pool_layers", hp["num_pool_layers"], minimum=1)
-        self.unet = Unet(in_chans=2, out_chans=1, chans=chans, num_pool_layers=pools)
+        self.unet = Unet(in_chans=1, out_chans=1, chans=chans, num_pool_layers=pools)
 
     @property
     def feature_channels(self) -> list[int]:
@@ -118,10 +122,12 @@ class UnetBaseline(ReconModel):
         return [self.unet.conv] + ups[:-1] + [ups[-1][0]]  # the last up_conv ends with the 1x1 output conv
 
     def reconstruct(self, y: torch.Tensor, op: Operator, return_features: bool):
-        base = op.adjoint(y)
+        base = magnitude(op.adjoint(y))
         H, W = base.shape[-2:]
         n = self.unet.num_pool_layers
-        inp, _ = pad_to_multiple(complex_to_channels(base), 2 ** n, minimum=2 ** (n + 1))
+        mean = base.mean(dim=(-2, -1), keepdim=True)
+        std = base.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        inp, _ = pad_to_multiple((base - mean) / std, 2 ** n, minimum=2 ** (n + 1))
         feats: list[torch.Tensor] = []
         handles = []
         if return_features:
@@ -133,4 +139,4 @@ class UnetBaseline(ReconModel):
                 h.remove()
         Hp = inp.shape[-2]
         feats = [crop_to(f, (-(-H * f.shape[-2] // Hp), -(-W * f.shape[-1] // inp.shape[-1]))) for f in feats]
-        return magnitude(base) + crop_to(out, (H, W)), feats
+        return base + std * crop_to(out, (H, W)), feats

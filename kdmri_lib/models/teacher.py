@@ -11,8 +11,10 @@ Architecture (Liang et al., "SwinIR", ICCVW 2021; classical-SR layout)::
     f  = conv3x3(LN(t)) + f0                   long skip
     sr: conv3x3 -> LeakyReLU -> [conv3x3 + PixelShuffle(2)] x log2(s) (or x3) -> conv3x3 -> 2 ch
     cs: conv3x3 -> 2 ch
-    out = | base + head |                      base = A^H y (sr: sinc-interpolated low-res image,
-                                               cs: zero-filled image), magnitude in float32
+    z  = base + head                           base = A^H y (sr: sinc-interpolated low-res image,
+                                               cs: zero-filled image)
+    dc_output: z <- z - A^H (A z - y)          projection onto the measurements (A A^H = I)
+    out = |z|                                  magnitude in float32
 
 For ``sr`` the whole transformer runs at the *low* resolution ``(H/s, W/s)`` and only the tail
 up-samples (sub-pixel convolution), as SwinIR does; for ``cs`` it runs at full resolution. The
@@ -43,9 +45,11 @@ from .common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hpa
 #: teacher presets. ``paper`` is SwinIR's classical-SR configuration (embed 180, 6 groups x 6
 #: layers, 6 heads, window 8, MLP ratio 2: 11.9M parameters at x4 with RGB in/out).
 TEACHER_PRESETS: dict[str, dict] = {
-    "tiny": dict(embed_dim=32, depths=[2, 2], num_heads=2, window_size=8, mlp_ratio=2.0, num_feat=32),
-    "small": dict(embed_dim=60, depths=[4, 4, 4, 4], num_heads=6, window_size=8, mlp_ratio=2.0, num_feat=64),
-    "paper": dict(embed_dim=180, depths=[6, 6, 6, 6, 6, 6], num_heads=6, window_size=8, mlp_ratio=2.0, num_feat=64),
+    "tiny": dict(embed_dim=32, depths=[2, 2], num_heads=2, window_size=8, mlp_ratio=2.0, num_feat=32, dc_output=False, domain="complex"),
+    "small": dict(embed_dim=60, depths=[4, 4, 4, 4], num_heads=6, window_size=8, mlp_ratio=2.0, num_feat=64,
+                  dc_output=False, domain="complex"),
+    "paper": dict(embed_dim=180, depths=[6, 6, 6, 6, 6, 6], num_heads=6, window_size=8, mlp_ratio=2.0, num_feat=64,
+                  dc_output=False, domain="complex"),
 }
 
 
@@ -254,6 +258,12 @@ class AttentionMaps:
 # the model
 # --------------------------------------------------------------------------------------------
 
+def project_onto_measurements(z: torch.Tensor, y: torch.Tensor, op: Operator) -> torch.Tensor:
+    """``z - A^H (A z - y)``: the estimate whose measured samples equal ``y`` and whose unmeasured
+    ones are ``z``'s (an orthogonal projection, as ``A A^H = I`` for the toolkit's operators)."""
+    return z - op.adjoint(op.forward(z) - y)
+
+
 class SwinTeacher(ReconModel):
     """Swin image-restoration transformer teacher (see the module docstring).
 
@@ -279,7 +289,16 @@ class SwinTeacher(ReconModel):
             raise ConfigError("depths must list at least one group")
         heads = check_int("num_heads", hp["num_heads"], minimum=1)
         self.embed_dim = C
-        self.conv_first = nn.Conv2d(2, C, 3, padding=1)
+        if not isinstance(hp["dc_output"], bool):
+            raise ConfigError(f"dc_output must be True or False; got {hp['dc_output']!r}")
+        self.dc_output = hp["dc_output"]
+        if hp["domain"] not in ("complex", "magnitude"):
+            raise ConfigError(f"domain must be 'complex' or 'magnitude'; got {hp['domain']!r}")
+        if hp["domain"] == "magnitude" and self.dc_output:
+            raise ConfigError("dc_output needs domain='complex' (a magnitude estimate has no k-space to project)")
+        self.domain = hp["domain"]
+        ch = 2 if self.domain == "complex" else 1
+        self.conv_first = nn.Conv2d(ch, C, 3, padding=1)
         self.embed_norm = nn.LayerNorm(C)
         self.groups = nn.ModuleList(SwinGroup(C, d, heads, self.window_size, float(hp["mlp_ratio"])) for d in depths)
         self.norm = nn.LayerNorm(C)
@@ -289,10 +308,10 @@ class SwinTeacher(ReconModel):
             self.tail = nn.Sequential(
                 nn.Conv2d(C, nf, 3, padding=1), nn.LeakyReLU(0.01),
                 Upsample(self.factor, nf),
-                nn.Conv2d(nf, 2, 3, padding=1),
+                nn.Conv2d(nf, ch, 3, padding=1),
             )
         else:
-            self.tail = nn.Sequential(nn.Conv2d(C, 2, 3, padding=1))
+            self.tail = nn.Sequential(nn.Conv2d(C, ch, 3, padding=1))
         scale_init_(self.tail[-1], 0.1)
 
     @property
@@ -308,7 +327,13 @@ class SwinTeacher(ReconModel):
     def reconstruct(self, y: torch.Tensor, op: Operator, return_features: bool):
         x0 = op.initial(y)                                   # complex (B,1,h,w)
         h, w = x0.shape[-2:]
-        inp, _ = pad_to_multiple(complex_to_channels(x0), self.window_size)
+        if self.domain == "magnitude":   # fastMRI's U-Net input: the magnitude, normalised per image
+            m0 = magnitude(x0)
+            mean = m0.mean(dim=(-2, -1), keepdim=True)
+            std = m0.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+            inp, _ = pad_to_multiple((m0 - mean) / std, self.window_size)
+        else:
+            inp, _ = pad_to_multiple(complex_to_channels(x0), self.window_size)
         Hp, Wp = inp.shape[-2:]
         mask = self._shift_mask(Hp, Wp, inp.device)
         f0 = self.conv_first(inp)
@@ -322,7 +347,12 @@ class SwinTeacher(ReconModel):
         s = self.factor if self.task == "sr" else 1
         head = crop_to(self.tail(f), (h * s, w * s))
         base = op.adjoint(y)                                 # sr: sinc-interpolated, cs: zero-filled
-        return magnitude(base + channels_to_complex(head)), features
+        if self.domain == "magnitude":
+            return magnitude(base) + std * head, features
+        z = base + channels_to_complex(head)
+        if self.dc_output:   # the measured k-space samples exactly as measured
+            z = project_onto_measurements(z, y, op)
+        return magnitude(z), features
 
     @torch.no_grad()
     def attention_maps(self, y: torch.Tensor, op: Operator, group: int = 0, layer: int = 0) -> AttentionMaps:

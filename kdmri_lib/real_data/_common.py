@@ -49,14 +49,6 @@ def is_archive(path: Path) -> bool:
     return any(name.endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
-def archive_stem(path: Path) -> str:
-    name = path.name
-    for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return path.stem
-
-
 def is_hidden(rel: str) -> bool:
     """macOS metadata (``__MACOSX/``, ``._x``) and dot-files: never data."""
     return any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(rel).parts)
