@@ -252,10 +252,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from .device import get_device
 
-    if str(path).startswith("pretrained:"):
-        from .pretrained import resolve
+    from .pretrained import resolve
 
-        path = resolve(path)
+    path = resolve(path)   # pretrained:NAME -> the verified zoo file; a path stays a path
     ckpt = load_checkpoint(path)
     check_expected(ckpt, expect, path)
     dev = get_device(device) if isinstance(device, str) else device

@@ -66,9 +66,9 @@ class NotebookContext:
         :class:`~kdmri_lib.train.TrainConfig` when it is missing; anything else: a checkpoint path.
         """
         if teacher == "pretrained":
-            from .pretrained import find
+            from .pretrained import PREFIX, find
 
-            return "pretrained:" + find("teacher", self.task, self.factor)
+            return PREFIX + find("teacher", self.task, self.factor)
         if teacher == "train":
             ckpt = self.run_dir / "teacher" / "best.pt"
             if not ckpt.exists():

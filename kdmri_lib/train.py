@@ -273,10 +273,10 @@ class TrainConfig:
                 raise ConfigError("distill mode needs teacher_checkpoint: train a teacher first "
                                   "(`python -m kdmri_lib.train teacher ...`, or give the distill CLI --teacher-epochs N "
                                   "to train one into OUT/teacher)")
-            if check_paths and str(self.teacher_checkpoint).startswith("pretrained:"):
-                from .pretrained import card
+            from .pretrained import card, zoo_name
 
-                card(str(self.teacher_checkpoint)[len("pretrained:"):])   # a known zoo entry (verified when loaded)
+            if check_paths and zoo_name(self.teacher_checkpoint):
+                card(zoo_name(self.teacher_checkpoint))   # a known zoo entry (its file is verified when loaded)
             elif check_paths and not Path(self.teacher_checkpoint).is_file():
                 raise ConfigError(f"teacher_checkpoint {self.teacher_checkpoint}: file not found (train a teacher first: "
                                   f"`python -m kdmri_lib.train teacher ...`)")

@@ -132,12 +132,16 @@ def find(kind: str, task: str, factor: int, preset: Optional[str] = None,
     return max(rows, key=lambda e: e.get("metrics", {}).get("PSNR", float("-inf")))["name"]
 
 
+def zoo_name(spec: str | os.PathLike) -> Optional[str]:
+    """``NAME`` of a ``pretrained:NAME`` checkpoint argument, else None (a path)."""
+    s = str(spec)
+    return s[len(PREFIX):] if s.startswith(PREFIX) else None
+
+
 def resolve(spec: str | os.PathLike, manifest_path: str | os.PathLike = MANIFEST) -> Path:
     """A checkpoint argument as a path: ``pretrained:NAME`` -> the verified zoo file; else unchanged."""
-    s = str(spec)
-    if s.startswith(PREFIX):
-        return verify(s[len(PREFIX):], manifest_path)
-    return Path(spec)
+    name = zoo_name(spec)
+    return Path(spec) if name is None else verify(name, manifest_path)
 
 
 def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
