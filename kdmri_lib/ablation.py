@@ -1,38 +1,38 @@
-r"""The distillation ablation benchmark (``make bench-distill``).
+r"""The distillation ablation benchmark (``make bench-distill``), with statistics.
 
-One command trains and scores every row with the same data, seed and budget::
+One command trains and scores every row under the few-references protocol
+(:mod:`kdmri_lib.protocol`; sr x4, tiny student, demo data)::
 
-    python -m kdmri_lib.ablation --out runs/bench            # sr x4, tiny presets, demo data
+    python -m kdmri_lib.ablation --out runs/bench            # 3 seeds per learned student row
+
+The protocol: the teacher (the zoo's ``sr4_teacher_source_tiny``, pre-trained on axial + coronal
+slices only) teaches a student on the **sagittal** target domain, where only ``references`` slices
+(two volumes) have a ground truth and the other 12 target volumes are a measurement-only pool.
+Every student row (U-Net, student alone, each distillation row) trains the same number of
+optimiser steps with the same seeds; the student alone and the U-Net see the references only
+(the pool has nothing for them without a teacher). No model, the teacher's pre-training included,
+sees the ground truth of the pool or of a scored slice.
 
 Rows (in table order): the parameter-free baselines (zero-filled = sinc interpolation, low-res,
-bicubic), the fastMRI U-Net, the student alone, vanilla KD (frozen teacher, output + feature
-distillation, where feature = adapters + attention maps), then cumulatively + edge loss,
-+ confidence weights, + teacher correction, + dynamic weighting (= the full method), and the
-teacher. Every learned row is trained by :func:`kdmri_lib.train.fit` with the same seed, epochs,
-steps per epoch and whole-slice batches, each model kind with its recipe (learning rate, warm-up); the distillation rows all start from the same
-teacher (the ``teacher`` row's final checkpoint). The teacher is the one exception to the shared
-budget: it trains ``3 x`` the epochs (``--teacher-epochs``), as a distillation teacher is trained
-before and longer than its student. At the rows' budget the ``tiny`` Swin teacher is *worse* than
-the student (measured on the demo data, 800 steps: 27.47 dB, below the zero-filled 27.70 dB, while the
-student reaches 27.91 dB) and would have nothing to teach; at 3x it reaches 28.47 dB.
+bicubic), the fastMRI U-Net, the student alone, vanilla KD (frozen teacher, L1 output distillation
+on every sample + adapters and attention maps), then cumulatively: output KD on the pool only
+(no L1 + L1 dead zone), the teacher's test-time-augmented label with its uncertainty as the
+confidence, the dynamic weight with a floor, gradient-norm balance, and the regularised teacher
+correction (= ``full``), then the teacher and the teacher after correction (``full``'s corrected
+teacher, per seed).
 
-Scoring: every row's **final** checkpoint (``last.pt``, no selection on the validation set) goes
-through the reconstruction path: one fastMRI submission file per validation volume
-(:func:`kdmri_lib.reconstruct.write_reconstructions`), scored by fastMRI's own ``evaluate``
-(:func:`kdmri_lib.reconstruct.fastmri_evaluate`) on every held-out slice. Columns: parameters of
-the deployed model (adapters are training-only and not counted), GFLOPs of one forward pass at the
-validation slice size (:func:`kdmri_lib.profile.model_flops`, multiply-add = 2 FLOPs), PSNR, SSIM,
-NMSE, and the training wall time of the row (training + its per-epoch validation; a distillation
-row's time does not include training its teacher).
+Scoring: every run's **final** weights (no selection on scored slices), by fastMRI's metric
+functions (:func:`kdmri_lib.reconstruct.evaluate`), on the target domain's validation slices
+(``scored``: the sagittal files of ``singlecoil_val``) and on the held-out real scan
+(``singlecoil_heldout``). PSNR / SSIM / NMSE of a row = mean over its seeds (``PSNR_sd``: their
+sample standard deviation); ``per_seed`` lists each run. :func:`paired_difference` compares two
+rows slice by slice (per-slice PSNR averaged over the seeds; 95 % bootstrap interval over slices).
 
-Outputs in ``--out``: ``ablation.md`` (table, settings, command, the measured differences of the
-full method against the student alone and vanilla KD), ``ablation.json`` (one object per row:
-``name``, ``label``, ``params``, ``GFLOPs``, ``PSNR``, ``SSIM``, ``NMSE``, ``train_time_s``,
-``checkpoint``, ...), ``ablation.png`` (PSNR per row) and each row's run folder ``<name>/``
-(checkpoints, logs, ``reconstructions/``).
-
-Resumable: a row whose run finished with the same settings is not retrained (``--force`` retrains
-every row); an interrupted row is resumed. Rows run in sequence with a progress line each.
+Outputs in ``--out``: ``ablation.json`` (``{"settings", "meta", "rows"}``), ``ablation.md`` (table
+with mean +- sd, the paired differences of ``full`` against ``student`` and ``kd_vanilla`` with
+their intervals, settings, command), ``ablation.png`` and one run folder per row and seed
+(``<row>/seed<k>/``). Resumable: a finished run with the same settings is reused, an interrupted
+one resumed (``--force`` retrains).
 """
 
 from __future__ import annotations
@@ -42,46 +42,54 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write, ensure_dir, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
-from .distill import DistillConfig
+from .distill import ABLATION_ROWS, DistillConfig
 from .errors import ConfigError, KdmriError
+from .protocol import DEFAULT as DEFAULT_PROTOCOL
+from .protocol import Protocol
 from .train import TrainConfig, TrainingInterrupted, fit
 
-#: (name, label, what) in table order; ``what`` is a baseline kind, a training mode, or "distill"
+#: (name, label, what) in table order; ``what``: a baseline kind, a training mode, "distill" or "corrected"
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("zero_filled", "zero-filled (sinc interpolation)", "baseline"),
     ("lowres", "low-res (nearest neighbour)", "baseline"),
     ("bicubic", "bicubic", "baseline"),
-    ("unet", "U-Net (fastMRI)", "unet"),
-    ("student", "student alone", "student"),
-    ("kd_vanilla", "vanilla KD (frozen teacher, output + feature)", "distill"),
-    ("kd_edge", "+ edge loss", "distill"),
-    ("kd_confidence", "+ confidence weights", "distill"),
-    ("kd_correction", "+ teacher correction", "distill"),
-    ("kd_dynamic", "+ dynamic weighting (full method)", "distill"),
-    ("teacher", "teacher (Swin ViT)", "teacher"),
+    ("unet", "U-Net (fastMRI), references only", "unet"),
+    ("student", "student alone, references only", "student"),
+    ("kd_vanilla", "vanilla KD (frozen teacher; L1 output KD on every slice + features)", "distill"),
+    ("kd_pool", "+ output KD on the measurement-only pool only (no dead zone)", "distill"),
+    ("kd_uncertainty", "+ augmented teacher label, uncertainty confidence", "distill"),
+    ("kd_dynamic", "+ dynamic weight with a floor", "distill"),
+    ("kd_gradnorm", "+ gradient-norm balance", "distill"),
+    ("full", "+ regularised teacher correction (full method)", "distill"),
+    ("teacher", "teacher (Swin ViT, source domain only)", "teacher"),
+    ("teacher_corrected", "teacher after correction (full method's runs)", "corrected"),
 )
 ROW_NAMES = tuple(r[0] for r in ROWS)
-#: training order: the teacher before the distillation rows
-RUN_ORDER = ("zero_filled", "lowres", "bicubic", "unet", "student", "teacher", "kd_vanilla", "kd_edge",
-             "kd_confidence", "kd_correction", "kd_dynamic")
-#: the teacher trains this many times the rows' epochs unless --teacher-epochs is given
+DISTILL_ROWS = tuple(n for n, _, w in ROWS if w == "distill")
+assert set(DISTILL_ROWS) <= set(ABLATION_ROWS), "every distillation row has its switches in distill.ABLATION_ROWS"
+#: training order: the teacher before the distillation rows, the corrected teacher after full
+RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student") + DISTILL_ROWS + ("teacher_corrected",)
+#: the teacher when --teacher is "train": this many times the rows' epochs
 TEACHER_BUDGET = 3
-#: settings that do not change what a finished row computed
+#: the default teacher (pre-trained on the protocol's source domain; kdmri_lib.pretrained)
+DEFAULT_TEACHER = "pretrained:sr4_teacher_source_tiny"
+#: settings that do not change what a finished run computed
 _IGNORED = ("resume", "epoch_limit", "progress", "verbose", "log_every", "device", "num_workers", "val_batch_size",
             "out_dir")
 
 
 @dataclass
 class AblationSettings:
-    """The budget shared by every row."""
+    """The budget and protocol shared by every row."""
 
     out: str = "runs/bench"
     data: str = "data/demo"
@@ -89,37 +97,51 @@ class AblationSettings:
     factor: int = 4
     preset: str = "tiny"
     teacher_preset: Optional[str] = None
-    epochs: int = 8
-    steps_per_epoch: Optional[int] = 100
+    teacher: str = DEFAULT_TEACHER
+    epochs: int = 2
+    steps_per_epoch: Optional[int] = 300
     teacher_epochs: Optional[int] = None
     batch_size: Optional[int] = None   # None: each model kind's recipe (train.RECIPES)
     lr: Optional[float] = None
-    seed: int = 0
+    seeds: Sequence[int] = (0, 1, 2)
+    references: int = DEFAULT_PROTOCOL.references
+    protocol: Protocol = field(default_factory=lambda: DEFAULT_PROTOCOL)
     device: str = "auto"
-    val_slices: Optional[int] = 6
+    val_slices: Optional[int] = 4
     rows: Optional[Sequence[str]] = None
     force: bool = False
     progress: bool = True
 
+    def to_dict(self) -> dict:
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k != "protocol"}
+        d["protocol"] = {**self.protocol.to_dict(), "references": int(self.references)}
+        return d
 
-def _train_config(s: AblationSettings, name: str, what: str) -> TrainConfig:
-    out = Path(s.out) / name
-    common = dict(data_dir=s.data, out_dir=str(out), task=s.task, factor=s.factor, epochs=s.epochs,
-                  steps_per_epoch=s.steps_per_epoch, batch_size=s.batch_size, lr=s.lr,
-                  seed=s.seed, device=s.device, val_slices=s.val_slices, resume=True, progress=s.progress,
-                  verbose=False)
-    if what == "teacher":
-        return TrainConfig(mode="teacher", preset=s.teacher_preset or s.preset,
-                           **{**common, "epochs": teacher_epochs(s)})
+
+def _train_config(s: AblationSettings, name: str, what: str, seed: int) -> TrainConfig:
+    p = s.protocol
+    common = dict(data_dir=s.data, task=s.task, factor=s.factor, epochs=s.epochs, steps_per_epoch=s.steps_per_epoch,
+                  batch_size=s.batch_size, lr=s.lr, seed=seed, device=s.device, val_slices=s.val_slices, resume=True,
+                  progress=s.progress, verbose=False, val_files=list(p.val))
+    if what == "teacher":   # --teacher train: pre-training on the source domain only
+        return TrainConfig(mode="teacher", preset=s.teacher_preset or s.preset, out_dir=str(Path(s.out) / "teacher"),
+                           train_files=list(p.source), **{**common, "epochs": teacher_epochs(s), "seed": 0})
+    target = dict(train_files=list(p.target), references=int(s.references))
+    out = str(Path(s.out) / name / f"seed{seed}")
     if what in ("student", "unet"):
-        return TrainConfig(mode=what, preset=s.preset, **common)
-    teacher = Path(s.out) / "teacher" / "last.pt"
-    return TrainConfig(mode="distill", preset=s.preset, teacher_preset=s.teacher_preset or s.preset,
-                       teacher_checkpoint=str(teacher), distill=DistillConfig.preset(name), **common)
+        return TrainConfig(mode=what, preset=s.preset, out_dir=out, **target, **common)
+    return TrainConfig(mode="distill", preset=s.preset, teacher_preset=s.teacher_preset, out_dir=out,
+                       teacher_checkpoint=teacher_checkpoint(s), unlabelled=True, distill=DistillConfig.preset(name),
+                       **target, **common)
+
+
+def teacher_checkpoint(s: AblationSettings) -> str:
+    """The distillation rows' teacher: ``--teacher`` (a zoo name or a path), or OUT/teacher/last.pt."""
+    return str(Path(s.out) / "teacher" / "last.pt") if s.teacher == "train" else s.teacher
 
 
 def teacher_epochs(s: AblationSettings) -> int:
-    """The teacher row's epochs: ``--teacher-epochs``, default 3 x ``--epochs`` (see the module docstring)."""
+    """The teacher's epochs with ``--teacher train``: ``--teacher-epochs``, default 3 x ``--epochs``."""
     return s.teacher_epochs or TEACHER_BUDGET * s.epochs
 
 
@@ -151,156 +173,220 @@ def _row_model_info(kind: str, preset: str, task: str, factor: int, shape) -> tu
     return params, gflops
 
 
-def run(s: AblationSettings, log=print, command: Optional[str] = None) -> list[dict]:
-    """Train (or reuse) and score every row; write the table, JSON and figure. Returns the rows."""
-    from .data import MRISliceDataset, split_dir
+def _score(model, sets: dict, device) -> dict:
+    """``{set: {"PSNR", "SSIM", "NMSE", "slices": [per-slice PSNR]}}`` (fastMRI's metric functions)."""
+    from .reconstruct import evaluate
+
+    out = {}
+    for key, ds in sets.items():
+        r = evaluate(model, ds, device=device, per_slice=True)
+        out[key] = {**{m: float(r["means"][m]) for m in ("PSNR", "SSIM", "NMSE")},
+                    "slice_PSNR": [float(x["PSNR"]) for x in r["per_slice"]]}
+    return out
+
+
+def _aggregate(name: str, label: str, params: int, gflops: float, per_seed: list[dict], sets: Sequence[str]) -> dict:
+    row = {"name": name, "label": label, "params": int(params), "GFLOPs": float(gflops), "seeds": len(per_seed)}
+    for key in sets:
+        pre = "" if key == "scored" else f"{key}_"
+        for m in ("PSNR", "SSIM", "NMSE"):
+            vals = [p[key][m] for p in per_seed]
+            row[f"{pre}{m}"] = float(np.mean(vals))
+            row[f"{pre}{m}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        row[f"{pre}slice_PSNR"] = [float(v) for v in np.mean([p[key]["slice_PSNR"] for p in per_seed], axis=0)]
+    row["per_seed"] = [{"seed": p["seed"], "checkpoint": p.get("checkpoint"), "train_time_s": p.get("train_time_s", 0.0),
+                        **{(m if key == "scored" else f"{key}_{m}"): p[key][m] for key in sets
+                           for m in ("PSNR", "SSIM", "NMSE")}} for p in per_seed]
+    row["train_time_s"] = float(np.mean([p.get("train_time_s", 0.0) for p in per_seed]))
+    return row
+
+
+def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 10000, seed: int = 0) -> dict:
+    """Mean per-slice PSNR difference ``a - b`` (each slice's PSNR averaged over the row's seeds)
+    and its 95 % bootstrap interval over slices (``reps`` resamples, fixed ``seed``)."""
+    d = np.asarray(a[key], dtype=float) - np.asarray(b[key], dtype=float)
+    if d.size == 0:
+        raise ValueError("paired_difference: no slices")
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, size=(reps, d.size))].mean(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "slices": int(d.size),
+            "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
+    """Train (or reuse) and score every row and seed; write the table, JSON and figure.
+    Returns the ``ablation.json`` object."""
     from .device import describe, get_device
-    from .models import build_model
-    from .reconstruct import fastmri_evaluate, write_reconstructions
+    from .models import baselines_for, build_model
+    from .reconstruct import open_split
 
     out = Path(s.out)
     wanted = tuple(s.rows) if s.rows else ROW_NAMES
     unknown = sorted(set(wanted) - set(ROW_NAMES))
     if unknown:
         raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; valid: {', '.join(ROW_NAMES)}")
-    if any(ROWS[ROW_NAMES.index(n)][2] == "distill" for n in wanted) and "teacher" not in wanted:
-        wanted = wanted + ("teacher",)          # the distillation rows need it
-    val_dir = split_dir(s.data, "val")
-    val_ds = MRISliceDataset(val_dir, s.task, s.factor)
-    shape = tuple(val_ds[0]["target"].shape[-2:])
+    if not s.seeds:
+        raise ConfigError("seeds: give at least one seed")
+    if "teacher_corrected" in wanted and "full" not in wanted:
+        wanted = wanted + ("full",)
+    sets = {"scored": open_split(s.data, s.task, s.factor, "val", include=list(s.protocol.val))}
+    if (Path(s.data) / "singlecoil_heldout").is_dir():
+        sets["heldout"] = open_split(s.data, s.task, s.factor, "heldout")
+    shape = tuple(sets["scored"][0]["target"].shape[-2:])
     device = get_device(s.device)
     ensure_dir(out, "ablation output folder (--out)")    # only once the settings have been checked
     what_of = {n: w for n, _, w in ROWS}
     label_of = {n: lab for n, lab, _ in ROWS}
-    if teacher_epochs(s) != s.epochs:
-        label_of["teacher"] = f"teacher (Swin ViT, {teacher_epochs(s)} epochs)"
     order = [n for n in RUN_ORDER if n in wanted]
     results: dict[str, dict] = {}
     reused: list[str] = []
+    corrected: list[dict] = []
     t_all = time.perf_counter()
+    if s.teacher == "train":
+        tcfg = _train_config(s, "teacher", "teacher", 0)
+        if s.force and Path(tcfg.out_dir).exists():
+            shutil.rmtree(tcfg.out_dir)
+        if not _finished(tcfg):
+            log(f"[ablation] training the teacher on the source domain ({', '.join(s.protocol.source)}) ...")
+            fit(tcfg)
     for i, name in enumerate(order, 1):
         what = what_of[name]
-        row_dir = out / name
-        head = f"[ablation] {i:2d}/{len(order)} {name:<14}"
+        head = f"[ablation] {i:2d}/{len(order)} {name:<16}"
         t0 = time.perf_counter()
+        per_seed: list[dict] = []
         if what == "baseline":
-            from .models import baselines_for
-
             if name not in baselines_for(s.task):
                 log(f"{head} skipped (no meaning for {s.task})")
                 continue
             model = build_model(name, task=s.task, factor=s.factor)
             params, gflops = 0, _row_model_info(name, s.preset, s.task, s.factor, shape)[1]
-            train_time, ckpt_path, extra = 0.0, None, {}
+            per_seed = [{"seed": None, **_score(model, sets, device)}]
+        elif what == "teacher":
+            model, ck = load_model(teacher_checkpoint(s), device, expect={"kind": "teacher", "task": s.task,
+                                                                          "factor": s.factor})
+            params, gflops = _row_model_info("teacher", model.preset, s.task, s.factor, shape)
+            per_seed = [{"seed": None, "checkpoint": teacher_checkpoint(s), **_score(model, sets, device)}]
+        elif what == "corrected":
+            if not corrected:
+                log(f"{head} skipped (no corrected teacher: run the full row)")
+                continue
+            per_seed = corrected
+            params, gflops = results["teacher"]["params"], results["teacher"]["GFLOPs"]
         else:
-            cfg = _train_config(s, name, what)
-            if s.force and row_dir.exists():
-                shutil.rmtree(row_dir)
-            state = _finished(cfg)
-            if state:
-                reused.append(name)
-                log(f"{head} finished run found, not retrained ({row_dir})")
-            else:
-                log(f"{head} training {cfg.mode} ({cfg.epochs} epochs"
-                    f"{f' x {cfg.steps_per_epoch} steps' if cfg.steps_per_epoch else ''}, batch {cfg.batch_size}, "
-                    f"seed {cfg.seed}){' - resuming' if state is False else ''} ...")
-                fit(cfg)
-            ckpt_path = row_dir / "last.pt"
-            model, ck = load_model(ckpt_path, device)
-            hist = ck.get("history", [])
-            train_time = float(sum(h.get("seconds", 0.0) for h in hist))
-            kind = model.kind
-            params, gflops = _row_model_info(kind, model.preset, s.task, s.factor, shape)
-            extra = {"epochs": int(ck["epoch"]), "steps": int(ck["global_step"]), "kind": kind, "preset": model.preset,
-                     "last_val_PSNR": hist[-1]["val_PSNR"] if hist else None}
-            if what == "distill":
-                extra["teacher_checkpoint"] = str(cfg.teacher_checkpoint)
-                if hist and "teacher_val_PSNR" in hist[-1]:
-                    extra["corrected_teacher_val_PSNR"] = hist[-1]["teacher_val_PSNR"]
-        recon_dir = row_dir / "reconstructions"
-        if recon_dir.exists():
-            shutil.rmtree(recon_dir)
-        write_reconstructions(model, val_dir, recon_dir, s.task, s.factor, device=device)
-        scores = fastmri_evaluate(val_dir, recon_dir)["means"]
-        results[name] = {"name": name, "label": label_of[name], "params": int(params), "GFLOPs": float(gflops),
-                         "PSNR": scores["PSNR"], "SSIM": scores["SSIM"], "NMSE": scores["NMSE"],
-                         "train_time_s": round(train_time, 1), "checkpoint": str(ckpt_path) if ckpt_path else None,
-                         **extra}
-        log(f"{head} PSNR {scores['PSNR']:.3f} dB  SSIM {scores['SSIM']:.4f}  NMSE {scores['NMSE']:.5f}  "
-            f"(train {train_time:.0f} s, row {time.perf_counter() - t0:.0f} s)")
+            for seed in s.seeds:
+                cfg = _train_config(s, name, what, seed)
+                row_dir = Path(cfg.out_dir)
+                if s.force and row_dir.exists():
+                    shutil.rmtree(row_dir)
+                state = _finished(cfg)
+                if state:
+                    reused.append(f"{name}/seed{seed}")
+                else:
+                    log(f"{head} seed {seed}: training {cfg.mode} ({cfg.epochs} x {cfg.steps_per_epoch} steps)"
+                        f"{' - resuming' if state is False else ''} ...")
+                    fit(cfg)
+                model, ck = load_model(row_dir / "last.pt", device)
+                train_time = float(sum(h.get("seconds", 0.0) for h in ck.get("history", [])))
+                per_seed.append({"seed": seed, "checkpoint": str(row_dir / "last.pt"), "train_time_s": round(train_time, 1),
+                                 **_score(model, sets, device)})
+                if name == "full" and (row_dir / "teacher_last.pt").exists():
+                    tmodel, _ = load_model(row_dir / "teacher_last.pt", device)
+                    corrected.append({"seed": seed, "checkpoint": str(row_dir / "teacher_last.pt"),
+                                      **_score(tmodel, sets, device)})
+            params, gflops = _row_model_info(model.kind, model.preset, s.task, s.factor, shape)
+        results[name] = _aggregate(name, label_of[name], params, gflops, per_seed, list(sets))
+        r = results[name]
+        sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
+        held = f"; held-out {r['heldout_PSNR']:.3f} dB" if "heldout_PSNR" in r else ""
+        log(f"{head} PSNR {r['PSNR']:.3f}{sd} dB  SSIM {r['SSIM']:.4f}{held}  ({time.perf_counter() - t0:.0f} s)")
     rows = [results[n] for n in ROW_NAMES if n in results]
-    meta = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(s).items()},
-            "command": command,
-            "device": describe(device), "torch": str(torch.__version__), "machine": platform.machine(),
-            "wall_time_s": round(time.perf_counter() - t_all, 1), "val_dir": str(val_dir),
-            "val_volumes": len(val_ds.volumes()), "val_slices": len(val_ds), "slice_shape": list(shape),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "teacher_epochs": teacher_epochs(s), "reused": reused}
-    write_json(out / "ablation.json", rows)
-    write_text(out / "ablation.md", to_markdown(rows, meta))
+    meta = {"command": command, "device": describe(device), "torch": str(torch.__version__),
+            "machine": platform.machine(), "wall_time_s": round(time.perf_counter() - t_all, 1),
+            "sets": {k: {"slices": len(ds), "volumes": len(ds.volumes()), "files": [f.name for f in ds.files]}
+                     for k, ds in sets.items()},
+            "slice_shape": list(shape), "date": time.strftime("%Y-%m-%d %H:%M"), "reused": reused,
+            "comparisons": comparisons(rows)}
+    result = {"settings": s.to_dict(), "meta": meta, "rows": rows}
+    write_json(out / "ablation.json", result)
+    write_text(out / "ablation.md", to_markdown(result))
     figure(rows, out / "ablation.png")
     log(f"[ablation] wrote {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'} "
         f"({meta['wall_time_s']:.0f} s)")
-    return rows
+    return result
 
 
-def comparisons(rows: Sequence[dict]) -> list[str]:
-    """Measured differences of the distillation rows (no interpretation beyond the sign)."""
+def comparisons(rows: Sequence[dict]) -> list[dict]:
+    """Paired differences (scored set, and held-out where present) of ``full`` against ``student``
+    and ``kd_vanilla``, of ``kd_vanilla`` against ``student``, and of the corrected teacher against
+    the teacher. Each: ``{"a", "b", "set", "mean", "lo", "hi", "slices", "excludes_zero"}``."""
     by = {r["name"]: r for r in rows}
-    lines = []
-    for name in ("kd_correction", "kd_dynamic"):
-        if name not in by:
+    pairs = [("full", "student"), ("full", "kd_vanilla"), ("kd_vanilla", "student"), ("teacher", "student"),
+             ("teacher_corrected", "teacher")]
+    out = []
+    for a, b in pairs:
+        if a not in by or b not in by:
             continue
-        r = by[name]
-        for ref in ("student", "kd_vanilla"):
-            if ref in by:
-                d = r["PSNR"] - by[ref]["PSNR"]
-                ds = r["SSIM"] - by[ref]["SSIM"]
-                lines.append(f"{r['label'].lstrip('+ ')} ({name}) vs {by[ref]['label']} ({ref}): "
-                             f"{d:+.3f} dB PSNR, {ds:+.4f} SSIM -> {'better' if d > 0 else 'not better'} in PSNR")
-    for ref in ("student", "teacher"):
-        if ref in by and "zero_filled" in by:
-            lines.append(f"{by[ref]['label']} vs zero-filled: {by[ref]['PSNR'] - by['zero_filled']['PSNR']:+.3f} dB")
-    if "student" in by and "teacher" in by:
-        lines.append(f"teacher vs student alone: {by['teacher']['PSNR'] - by['student']['PSNR']:+.3f} dB")
-    t_before = by.get("teacher", {}).get("last_val_PSNR")
-    for r in rows:
-        if "corrected_teacher_val_PSNR" in r:
-            before = f"from {t_before:.3f} dB " if t_before is not None else ""
-            lines.append(f"{r['name']}: teacher correction moved the teacher {before}to "
-                         f"{r['corrected_teacher_val_PSNR']:.3f} dB (the per-epoch validation slices of the training runs)")
+        for key, pre in (("scored", ""), ("heldout", "heldout_")):
+            if f"{pre}slice_PSNR" in by[a] and f"{pre}slice_PSNR" in by[b]:
+                out.append({"a": a, "b": b, "set": key, **paired_difference(by[a], by[b], f"{pre}slice_PSNR")})
+    return out
+
+
+def comparison_sentences(rows: Sequence[dict], comps: Sequence[dict]) -> list[str]:
+    label = {r["name"]: r["label"] for r in rows}
+    lines = []
+    for c in comps:
+        where = "target-domain validation slices" if c["set"] == "scored" else "held-out real scan"
+        verdict = ("better" if c["lo"] > 0 else "worse" if c["hi"] < 0 else "no difference the interval can resolve")
+        lines.append(f"`{c['a']}` - `{c['b']}` on the {where}: {c['mean']:+.3f} dB (95 % bootstrap interval "
+                     f"{c['lo']:+.3f} to {c['hi']:+.3f}, {c['slices']} slices) -> {verdict}")
     return lines
 
 
-def to_markdown(rows: Sequence[dict], meta: dict) -> str:
-    s = meta["settings"]
+def to_markdown(result: dict) -> str:
+    s, meta, rows = result["settings"], result["meta"], result["rows"]
+    p = s["protocol"]
+    sc = meta["sets"]["scored"]
+    held = meta["sets"].get("heldout")
     lines = ["# Distillation ablation", "",
-             f"Task `{s['task']}` x{s['factor']}, student preset `{s['preset']}`, teacher preset "
-             f"`{s['teacher_preset'] or s['preset']}`; every learned row: seed {s['seed']}, {s['epochs']} epochs x "
-             f"{s['steps_per_epoch'] or 'one pass of'} steps of whole slices, "
-             + (f"batch {s['batch_size']}, " if s.get('batch_size') else "")
-             + (f"AdamW lr {s['lr']:g}" if s.get('lr') else "each model kind's recipe (batch, lr, warm-up: `kdmri_lib.train.RECIPES`)")
-             + " with a cosine schedule"
-             + f"; the teacher row (the distillation rows' teacher) trains {meta['teacher_epochs']} epochs.",
-             f"Scored: final checkpoint of each row (no model selection on these slices), reconstructions of all "
-             f"{meta['val_slices']} held-out slices of the {meta['val_volumes']} validation volumes "
-             f"({meta['slice_shape'][0]}x{meta['slice_shape'][1]}) written in fastMRI's submission format and scored by "
-             f"`fastmri.evaluate.evaluate`. GFLOPs: one forward pass at that size. Train time: training + per-epoch "
-             f"validation of the row on {meta['device']} (a distillation row excludes its teacher's training).",
-             "", "| row | params | GFLOPs | PSNR (dB) | SSIM | NMSE | train time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "## Protocol", "",
+             f"* teacher: `{s['teacher']}`, pre-trained with ground truth on the source domain "
+             f"(`{'`, `'.join(p['source'])}` files of the training split) only;",
+             f"* target domain: the `{'`, `'.join(p['target'])}` training files: {p['references']} reference slices "
+             f"with ground truth (whole volumes, split seed {p['split_seed']}), every other target volume a "
+             f"measurement-only pool (its ground truth is never read);",
+             "* student alone and U-Net: the references only; distillation rows: the references + the pool "
+             "(interleaved 1:1), the teacher's label on the pool;",
+             f"* every learned row: {s['epochs']} epochs x {s['steps_per_epoch']} steps, seeds "
+             f"{', '.join(map(str, s['seeds']))}, each model kind's recipe (`kdmri_lib.train.RECIPES`), "
+             f"task `{s['task']}` x{s['factor']}, preset `{s['preset']}`;",
+             f"* scored (final weights, fastMRI's metric functions): {sc['slices']} target-domain validation slices "
+             f"({', '.join(sc['files'])})" + (f" and the {held['slices']} slices of the held-out real scan" if held else "")
+             + "; no model saw their ground truth.", "",
+             "## Results", "",
+             "PSNR / SSIM / NMSE: mean over seeds (+- sample sd where there are several seeds).", "",
+             "| row | params | GFLOPs | PSNR (dB) | SSIM | NMSE | held-out PSNR (dB) | train time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['label']} (`{r['name']}`) | {r['params']:,} | {r['GFLOPs']:.3f} | {r['PSNR']:.3f} | "
-                     f"{r['SSIM']:.4f} | {r['NMSE']:.5f} | {r['train_time_s']:.0f} |")
-    cmp_lines = comparisons(rows)
-    if cmp_lines:
-        lines += ["", "Measured differences (same seed and budget; one seed, so differences of a few hundredths "
-                      "of a dB are within run-to-run noise):", ""] + [f"* {c}" for c in cmp_lines]
+        sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
+        hsd = f" +- {r['heldout_PSNR_sd']:.3f}" if r["seeds"] > 1 and "heldout_PSNR_sd" in r else ""
+        hp = f"{r['heldout_PSNR']:.3f}{hsd}" if "heldout_PSNR" in r else "-"
+        lines.append(f"| {r['label']} (`{r['name']}`) | {r['params']:,} | {r['GFLOPs']:.3f} | {r['PSNR']:.3f}{sd} | "
+                     f"{r['SSIM']:.4f} | {r['NMSE']:.5f} | {hp} | {r['train_time_s']:.0f} |")
+    cl = comparison_sentences(rows, meta.get("comparisons", []))
+    if cl:
+        lines += ["", "## Paired differences", "",
+                  "Per-slice PSNR (each slice averaged over the row's seeds), difference of the two rows, with a 95 % "
+                  "bootstrap interval over slices:", ""] + [f"* {c}" for c in cl]
     lines += ["", f"Command: `{meta['command'] or 'kdmri_lib.ablation.run(...)'}`  ",
-              f"Wall time of this invocation: {meta['wall_time_s']:.0f} s"
-              + (f" ({len(meta['reused'])} learned row(s) reused from an earlier invocation with the same settings: "
-                 f"{', '.join(meta['reused'])}; their train times are those of the original runs)" if meta["reused"] else "")
+              f"Wall time of this invocation: {meta['wall_time_s']:.0f} s on {meta['device']}"
+              + (f" ({len(meta['reused'])} run(s) reused from an earlier invocation with the same settings)"
+                 if meta["reused"] else "")
               + f"; {meta['date']}; torch {meta['torch']}.", ""]
     return "\n".join(lines)
+
+
 
 
 def figure(rows: Sequence[dict], path: Path) -> Path:
@@ -313,14 +399,19 @@ def figure(rows: Sequence[dict], path: Path) -> Path:
     ax = fig.add_subplot(111)
     names = [r["name"] for r in rows][::-1]
     psnr = [r["PSNR"] for r in rows][::-1]
-    colors = ["#999999" if r["params"] == 0 else "#d62728" if r["name"].startswith("kd_") else "#1f77b4"
+    err = [r.get("PSNR_sd", 0.0) for r in rows][::-1]
+    colors = ["#999999" if r["params"] == 0 else "#d62728" if r["name"] in DISTILL_ROWS else "#1f77b4"
               for r in rows][::-1]
-    ax.barh(names, psnr, color=colors)
+    ax.barh(names, psnr, xerr=err, color=colors, error_kw={"ecolor": "black", "capsize": 2, "lw": 0.8})
+    base = [r["PSNR"] for r in rows if r["name"] == "student"]
+    if base:
+        ax.axvline(base[0], color="#1f77b4", lw=0.8, ls="--", label="student alone")
+        ax.legend(loc="lower right", fontsize=8)
     lo = min(psnr) - 0.5
-    ax.set_xlim(lo, max(psnr) + 0.3)
-    for y, v in enumerate(psnr):
-        ax.text(v + 0.02, y, f"{v:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("PSNR (dB) on the held-out slices")
+    ax.set_xlim(lo, max(p + e for p, e in zip(psnr, err)) + 0.4)
+    for y, (v, e) in enumerate(zip(psnr, err)):
+        ax.text(v + e + 0.02, y, f"{v:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("PSNR (dB) on the target-domain validation slices (mean +- sd over seeds)")
     ax.set_title("Distillation ablation (grey: baselines, red: distillation rows)")
     fig.tight_layout()
     with atomic_write(path) as tmp:
@@ -347,11 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-preset", choices=PRESETS, default=None, help="teacher preset (default: --preset)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of every learned row")
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="optimiser steps per epoch")
+    p.add_argument("--teacher", default=d.teacher,
+                   help="the distillation rows' teacher: a zoo name (pretrained:NAME), a checkpoint, or 'train' "
+                        "(pre-train one on the protocol's source domain into OUT/teacher)")
     p.add_argument("--teacher-epochs", type=int, default=None,
-                   help=f"epochs of the teacher row (default: {TEACHER_BUDGET} x --epochs)")
+                   help=f"epochs of the teacher with --teacher train (default: {TEACHER_BUDGET} x --epochs)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch of whole slices (default: each model kind's recipe)")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of every learned row (default: each model kind's recipe)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of every row")
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds of every learned row")
+    p.add_argument("--references", type=int, default=d.references,
+                   help="target-domain slices with ground truth (the rest of the target volumes: measurement-only)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--val-slices", type=int, default=d.val_slices,
                    help="validation slices per training epoch (the table always scores every slice)")
@@ -364,10 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     factor = args.scale if args.scale is not None else args.acceleration
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers; got {args.seeds!r}", file=sys.stderr)
+        return 2
     s = AblationSettings(out=args.out, data=args.data, task=args.task, factor=factor or 4, preset=args.preset,
-                         teacher_preset=args.teacher_preset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         teacher_epochs=args.teacher_epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, device=args.device, val_slices=args.val_slices,
+                         teacher_preset=args.teacher_preset, teacher=args.teacher, epochs=args.epochs,
+                         steps_per_epoch=args.steps_per_epoch, teacher_epochs=args.teacher_epochs,
+                         batch_size=args.batch_size, lr=args.lr, seeds=seeds, references=args.references,
+                         device=args.device, val_slices=args.val_slices,
                          rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None,
                          force=args.force, progress=not args.no_progress)
     try:

@@ -119,6 +119,32 @@ def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
     raise DataError(f"{data_dir}: no singlecoil_{split}/ folder here (expected {sub}); run `make data` or point data_dir at a fastMRI-format folder")
 
 
+def check_patterns(name: str, patterns) -> list[str]:
+    """A list of file-name patterns (``fnmatch`` syntax, e.g. ``"*_sagittal_*"``); a single string is
+    split at commas. Raises :class:`ConfigError` naming ``name`` for anything else or an empty list."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not isinstance(patterns, (list, tuple)) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise ConfigError(f"{name} must be a non-empty list of file-name patterns such as ['*_sagittal_*']; "
+                          f"got {patterns!r}")
+    return list(patterns)
+
+
+def select_files(names: Sequence[str], patterns: Sequence[str], where: str = "data folder") -> set[str]:
+    """The names matching any of ``patterns`` (``fnmatch``); :class:`DataError` when a pattern
+    matches nothing (a typo would otherwise train on nothing or on everything)."""
+    from fnmatch import fnmatch
+
+    keep: set[str] = set()
+    for pat in patterns:
+        hit = {n for n in names if fnmatch(n, pat)}
+        if not hit:
+            raise DataError(f"{where}: no .h5 file matches the pattern {pat!r} (files: "
+                            f"{', '.join(sorted(names)[:4])}{', ...' if len(names) > 4 else ''})")
+        keep |= hit
+    return keep
+
+
 def slice_image(kspace, target=None, recon_size=None, where: str = "k-space") -> tuple[torch.Tensor, torch.Tensor]:
     """The complex ground-truth image and the magnitude target of one fully-sampled slice.
 
@@ -303,9 +329,11 @@ class MRISliceDataset(SliceDataset):
     """
 
     def __init__(self, root: str | os.PathLike, task: str, factor: int,
-                 train_masks: bool = False, sample_rate: Optional[float] = None, **transform_kwargs):
+                 train_masks: bool = False, sample_rate: Optional[float] = None,
+                 include: Optional[Sequence[str]] = None, **transform_kwargs):
         self.root = Path(root)
         self.files = list_h5(self.root)
+        self.include = None if include is None else tuple(check_patterns("include", include))
         for f in self.files:
             check_file(f, require_target=False)
         self.task, self.factor = _check_task(task, factor)
@@ -316,6 +344,10 @@ class MRISliceDataset(SliceDataset):
                          use_dataset_cache=False)
         if len(self.raw_samples) == 0:
             raise DataError(f"{self.root}: no slices found in {len(self.files)} .h5 files")
+        if self.include is not None:
+            keep = select_files([f.name for f in self.files], self.include, where=str(self.root))
+            self.files = [f for f in self.files if f.name in keep]
+            self.raw_samples = [s for s in self.raw_samples if s[0].name in keep]
 
     def _retrieve_metadata(self, fname):
         fname = Path(fname)
@@ -342,6 +374,27 @@ class MRISliceDataset(SliceDataset):
             raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
                             f"the file may be truncated or corrupt") from None
         return self.transform(kspace, mask, target, attrs, fname.name, dataslice)
+
+    def measurement(self, i: int) -> dict:
+        """Item ``i`` without its ground truth: the file's ``kspace`` is read, its stored target and
+        ``max`` attribute are not. ``y``, ``initial``, ``scale`` (from the measurement alone) and
+        ``mask`` as in ``self[i]``; ``target`` is a zero tensor of the image's shape, ``max`` 0,
+        ``labelled`` 0 (the measurement-only pool of :mod:`kdmri_lib.protocol`)."""
+        fname, dataslice, metadata = self.raw_samples[i]
+        try:
+            with h5py.File(fname, "r") as hf:
+                kspace = hf["kspace"][dataslice]
+                mask = np.asarray(hf["mask"]) if "mask" in hf else None
+                attrs = {k: v for k, v in hf.attrs.items() if k != "max"}
+                attrs.update(metadata)
+        except _READ_ERRORS as e:
+            raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
+                            f"the file may be truncated or corrupt") from None
+        sample = self.transform(kspace, mask, None, attrs, fname.name, dataslice)
+        sample["target"] = torch.zeros_like(sample["target"])
+        sample["max"] = torch.tensor(0.0)
+        sample["labelled"] = torch.tensor(0.0)
+        return sample
 
     def operator(self, batch: dict) -> Operator:
         """The operator of a collated batch of this dataset."""
@@ -487,15 +540,21 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def build_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: int,
-                  natural_dir: Optional[str | os.PathLike] = None, **kwargs) -> Dataset:
+                  natural_dir: Optional[str | os.PathLike] = None, include: Optional[Sequence[str]] = None,
+                  references: Optional[int] = None, unlabelled: bool = False, **kwargs) -> Dataset:
     """The dataset of one split (``train`` / ``val`` / ``test``) of a data folder (whole slices).
 
     Training splits (``split == "train"``) draw random ``cs`` masks; with ``natural_dir`` the
     natural images are mixed in 1:1, each resized to the MRI slice size (randomly cropped and
-    flipped for training) and measured whole.
+    flipped for training) and measured whole. ``include``: file-name patterns selecting the files;
+    ``references`` / ``unlabelled``: the few-references protocol
+    (:func:`kdmri_lib.protocol.protocol_dataset`).
     """
+    from .protocol import protocol_dataset
+
     train = split == "train"
-    ds: Dataset = MRISliceDataset(split_dir(data_dir, split), task, factor, train_masks=train, **kwargs)
+    ds: Dataset = MRISliceDataset(split_dir(data_dir, split), task, factor, train_masks=train, include=include, **kwargs)
+    ds = protocol_dataset(ds, references, unlabelled)
     if natural_dir is not None:
         size = tuple(int(n) for n in ds[0]["target"].shape[-2:])
         nat = NaturalImageDataset(natural_dir, task, factor, train_masks=train, size=size, augment=train)

@@ -64,10 +64,12 @@ from . import losses as L
 from .errors import ConfigError, check_choice, check_float, check_int
 from .models.adapters import Adapters
 
-__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "Adapters",
-           "gradient_norms", "unwrap"]
+__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_PIECES",
+           "Adapters", "gradient_norms", "teacher_tta", "unwrap"]
 
-CONFIDENCE_MODES = ("none", "hard", "soft")
+CONFIDENCE_MODES = ("none", "hard", "soft", "uncertainty")
+BALANCE_MODES = ("none", "magnitude", "gradnorm")
+KD_ON = ("all", "unlabelled")
 #: student loss terms (keys of ``LossBreakdown.terms`` / ``weights``) in log order
 STUDENT_TERMS = ("rec", "edge", "kd", "feat", "att")
 
@@ -98,16 +100,33 @@ class DistillConfig:
         ema_decay: decay of the running averages (errors of dynamic weighting, term magnitudes of
             ``balance``), in [0, 1).
         kd_warmup_steps: linear ramp of the distillation weights over the first steps (0 = none).
-        balance: weigh the feature-type terms relative to the reconstruction loss (module
-            docstring): ``w_feat``, ``w_att`` and ``t_feedback_weight`` are then fractions of the
-            (student's / teacher's) L1 loss, whatever the scale of the feature maps.
+        balance: ``"none"``; ``"magnitude"`` (``True``): the feature-type terms' weights are
+            fractions of the running L1 loss (module docstring); ``"gradnorm"``: every
+            ``gradnorm_every`` steps the gradient norm of each distillation term (w.r.t. the
+            student) is measured, and its weight rescaled so that ``w_k`` is the fraction of the
+            reconstruction term's gradient norm it contributes (loss sizes are not gradient sizes:
+            measured 0.0146 rec / 0.0274 kd / 0.0098 att / 0.0018 feat at equal loss weights).
+        kd_on: where output distillation applies: ``"all"`` samples (the paper; on a sample with a
+            ground truth, L1 + L1 has a dead zone where the student lies between the truth and the
+            teacher) or ``"unlabelled"`` (only the measurement-only pool: the truth teaches where
+            there is one, the teacher where there is none — no pixel gets both).
+        teacher_tta: the teacher's label is the mean of its predictions under flips
+            (:func:`teacher_tta`); their spread feeds ``confidence="uncertainty"``.
+        dynamic_floor: lower bound of ``lambda`` (0 = the paper's rule, which dies).
+        t_anchor: correction: L2-SP weight keeping the teacher near its pre-trained weights
+            (:func:`kdmri_lib.losses.anchor_penalty`); 0 = none.
+        gradnorm_every: steps between gradient-norm measurements of ``balance="gradnorm"``.
+
+    ``confidence="uncertainty"`` weights the teacher by its own test-time-augmentation agreement
+    (:func:`kdmri_lib.losses.uncertainty_weights`), which — unlike ``"hard"`` / ``"soft"`` — needs no
+    ground truth and so carries information the truth does not have (and works on the pool).
     """
 
     output_kd: bool = True
     feature_kd: bool = True
     attention_kd: bool = True
-    edge: bool = True
-    confidence: str = "soft"
+    edge: bool = False
+    confidence: str = "uncertainty"
     correction: bool = True
     dynamic: bool = True
     w_rec: float = 1.0
@@ -121,16 +140,33 @@ class DistillConfig:
     t_feedback_weight: float = 0.05
     ema_decay: float = 0.9
     kd_warmup_steps: int = 0
-    balance: bool = True
+    balance: Any = "gradnorm"
+    kd_on: str = "unlabelled"
+    teacher_tta: bool = True
+    dynamic_floor: float = 0.5
+    t_anchor: float = 1.0
+    gradnorm_every: int = 20
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> "DistillConfig":
-        for name in ("output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic", "balance"):
+        if isinstance(self.balance, bool):   # configurations written before "gradnorm" existed
+            self.balance = "magnitude" if self.balance else "none"
+        check_choice("distill.balance", self.balance, BALANCE_MODES)
+        for name in ("output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic", "teacher_tta"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"distill.{name} must be True or False; got {getattr(self, name)!r}")
         check_choice("distill.confidence", self.confidence, CONFIDENCE_MODES)
+        check_choice("distill.kd_on", self.kd_on, KD_ON)
+        if self.confidence == "uncertainty" and not self.teacher_tta:
+            raise ConfigError("distill.confidence='uncertainty' needs teacher_tta=True (the spread of the teacher's "
+                              "augmented predictions is its uncertainty)")
+        self.dynamic_floor = check_float("distill.dynamic_floor", self.dynamic_floor, minimum=0.0)
+        if self.dynamic_floor > 1.0:
+            raise ConfigError(f"distill.dynamic_floor must be in [0, 1]; got {self.dynamic_floor}")
+        self.t_anchor = check_float("distill.t_anchor", self.t_anchor, minimum=0.0)
+        self.gradnorm_every = check_int("distill.gradnorm_every", self.gradnorm_every, minimum=1)
         for name in ("w_rec", "w_edge", "w_kd", "w_feat", "w_att", "t_edge_weight", "t_error_focus", "t_feedback_weight"):
             setattr(self, name, check_float(f"distill.{name}", getattr(self, name), minimum=0.0))
         if self.teacher_lr is not None:
@@ -160,18 +196,32 @@ class DistillConfig:
 
 
 _VANILLA = dict(output_kd=True, feature_kd=True, attention_kd=True, edge=False, confidence="none",
-                correction=False, dynamic=False)
-#: the distillation rows of the ablation, cumulative: vanilla KD (frozen teacher, output + feature
-#: distillation — feature = adapters + attention maps), then + edge, + confidence weights,
-#: + teacher correction, + dynamic weighting (= the full method, :class:`DistillConfig` defaults).
+                correction=False, dynamic=False, balance="magnitude", kd_on="all", teacher_tta=False,
+                dynamic_floor=0.0, t_anchor=0.0)
+#: the distillation rows of the ablation, cumulative: vanilla KD (frozen teacher, L1 output
+#: distillation on every sample + adapters and attention maps), then + output KD only on the
+#: measurement-only pool (no dead zone), + the teacher's test-time-augmented label with its
+#: uncertainty as confidence, + dynamic weighting with a floor, + gradient-norm balance, + the
+#: regularised teacher correction (= the full method, :class:`DistillConfig` defaults).
 ABLATION_ROWS: dict[str, dict] = {
     "kd_vanilla": dict(_VANILLA),
-    "kd_edge": {**_VANILLA, "edge": True},
-    "kd_confidence": {**_VANILLA, "edge": True, "confidence": "soft"},
-    "kd_correction": {**_VANILLA, "edge": True, "confidence": "soft", "correction": True},
-    "kd_dynamic": {**_VANILLA, "edge": True, "confidence": "soft", "correction": True, "dynamic": True},
+    "kd_pool": {**_VANILLA, "kd_on": "unlabelled"},
+    "kd_uncertainty": {**_VANILLA, "kd_on": "unlabelled", "teacher_tta": True, "confidence": "uncertainty"},
+    "kd_dynamic": {**_VANILLA, "kd_on": "unlabelled", "teacher_tta": True, "confidence": "uncertainty",
+                   "dynamic": True, "dynamic_floor": 0.5},
+    "kd_gradnorm": {**_VANILLA, "kd_on": "unlabelled", "teacher_tta": True, "confidence": "uncertainty",
+                    "dynamic": True, "dynamic_floor": 0.5, "balance": "gradnorm"},
+    "full": {**_VANILLA, "kd_on": "unlabelled", "teacher_tta": True, "confidence": "uncertainty",
+             "dynamic": True, "dynamic_floor": 0.5, "balance": "gradnorm", "correction": True, "t_anchor": 1.0},
 }
-ABLATION_ROWS["full"] = ABLATION_ROWS["kd_dynamic"]
+#: what each row adds to the one before it (the fields it changes)
+ABLATION_PIECES: dict[str, tuple[str, ...]] = {
+    "kd_pool": ("kd_on",), "kd_uncertainty": ("teacher_tta", "confidence"), "kd_dynamic": ("dynamic", "dynamic_floor"),
+    "kd_gradnorm": ("balance",), "full": ("correction", "t_anchor"),
+}
+#: the paper's pieces as it states them (edge loss, GT-based confidence, correction, dynamic
+#: weighting without a floor), for comparison with the rows above
+PAPER_METHOD = {**_VANILLA, "edge": True, "confidence": "soft", "correction": True, "dynamic": True}
 
 
 class DistillState:
@@ -180,11 +230,13 @@ class DistillState:
     ``state_dict()`` is plain data (floats / ints / None) for checkpoints.
     """
 
-    def __init__(self, ema_decay: float = 0.9):
+    def __init__(self, ema_decay: float = 0.9, floor: float = 0.0):
         self.decay = ema_decay
+        self.floor = float(floor)
         self.student_error = L.EMA(ema_decay)
         self.teacher_error = L.EMA(ema_decay)
         self.magnitudes: dict[str, L.EMA] = {}
+        self.grad_factors: dict[str, float] = {}   # balance="gradnorm": weight factor of each term
         self.steps = 0
 
     def track(self, name: str, value: float) -> float:
@@ -196,18 +248,19 @@ class DistillState:
         """Push one batch's mean absolute errors; return the dynamic factor ``lambda``."""
         es = self.student_error.update(e_student)
         et = self.teacher_error.update(e_teacher)
-        return L.dynamic_weight(es, et)
+        return L.dynamic_weight(es, et, floor=self.floor)
 
     @property
     def factor(self) -> float:
         """``lambda`` from the current EMAs (1.0 before any update)."""
         if self.student_error.value is None or self.teacher_error.value is None:
             return 1.0
-        return L.dynamic_weight(self.student_error.value, self.teacher_error.value)
+        return L.dynamic_weight(self.student_error.value, self.teacher_error.value, floor=self.floor)
 
     def state_dict(self) -> dict:
         return {"student_error": self.student_error.state_dict(), "teacher_error": self.teacher_error.state_dict(),
-                "magnitudes": {k: v.state_dict() for k, v in sorted(self.magnitudes.items())}, "steps": int(self.steps)}
+                "magnitudes": {k: v.state_dict() for k, v in sorted(self.magnitudes.items())}, "steps": int(self.steps),
+                "grad_factors": {k: float(v) for k, v in sorted(self.grad_factors.items())}, "floor": self.floor}
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.student_error.load_state_dict(dict(d["student_error"]))
@@ -217,6 +270,8 @@ class DistillState:
             self.magnitudes[k] = L.EMA(self.decay)
             self.magnitudes[k].load_state_dict(dict(v))
         self.steps = int(d.get("steps", 0))
+        self.grad_factors = {k: float(v) for k, v in dict(d.get("grad_factors", {})).items()}
+        self.floor = float(d.get("floor", self.floor))
 
 
 @dataclass
@@ -283,9 +338,35 @@ def _amp_ctx(device: torch.device, amp: bool):
     return autocast(device, True)
 
 
+def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.Tensor] = None,
+                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's prediction under test-time augmentation, and its spread (no gradient).
+
+    Flips of the image are measured again with the same operator, ``y_f = A flip(A^H y)``,
+    reconstructed, and flipped back: ``sr``: flips along both axes and both together (the
+    low-resolution block is symmetric up to one line); ``cs``: along the fully-sampled rows only (a
+    column flip would move the measured columns). ``first``: the un-augmented prediction when it is
+    already computed. Returns ``(mean, std)``, each ``(B, 1, H, W)`` float32.
+    """
+    flips = ((-2,), (-1,), (-2, -1)) if getattr(op, "task", "sr") == "sr" or not hasattr(op, "mask") else ((-2,),)
+    with torch.no_grad(), _amp_ctx(y.device, amp):
+        preds = [first.detach().float() if first is not None else teacher(y, op).float()]
+        x0 = op.adjoint(y)
+        for dims in flips:
+            yf = op.forward(torch.flip(x0, dims))
+            preds.append(torch.flip(teacher(yf, op).float(), dims))
+    p = torch.stack(preds)
+    return p.mean(0), p.std(0, unbiased=False)
+
+
+def _select(t: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:
+    return t if idx is None else t[idx]
+
+
 def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn.Module], y: torch.Tensor, op,
                    target: torch.Tensor, cfg: Optional[DistillConfig] = None, state: Optional[DistillState] = None,
-                   teacher_grad: bool = False, amp: bool = False) -> LossBreakdown:
+                   teacher_grad: bool = False, amp: bool = False, labelled: Optional[torch.Tensor] = None,
+                   teacher_anchor: Optional[list] = None) -> LossBreakdown:
     """Every distillation term of one batch (see the module docstring).
 
     Args:
@@ -301,15 +382,29 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
         teacher_grad: run the teacher with gradients and return ``teacher_total`` with its graph
             (the training loop in correction mode). False: teacher under ``torch.no_grad()``.
         amp: run the forward passes under the device's autocast (CUDA bf16/fp16).
+        labelled: ``(B,)`` 1 for a sample with ground truth, 0 for a measurement-only sample
+            (whose ``target`` is never used: every ground-truth term, the errors of the dynamic
+            weight, the GT-based confidence and the teacher's correction see labelled samples
+            only). None: every sample is labelled.
+        teacher_anchor: correction with ``t_anchor > 0``: the teacher's pre-trained parameters.
 
     Returns:
         a :class:`LossBreakdown`. Works with gradients on or under ``torch.no_grad()``.
     """
     cfg = cfg or DistillConfig()
     fresh_state = state is None
-    state = state or DistillState(cfg.ema_decay)
+    state = state or DistillState(cfg.ema_decay, cfg.dynamic_floor)
+    state.floor = cfg.dynamic_floor
     x = target.float()
     device = y.device
+    B = y.shape[0]
+    if labelled is None:
+        lab_idx = unl_idx = None
+        n_lab, n_unl = B, 0
+    else:
+        lab = labelled.reshape(-1).to(device) > 0.5
+        lab_idx, unl_idx = lab.nonzero().flatten(), (~lab).nonzero().flatten()
+        n_lab, n_unl = int(lab_idx.numel()), int(unl_idx.numel())
 
     with _amp_ctx(device, amp):
         S, fs = student(y, op, return_features=True)
@@ -321,13 +416,21 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     ft = [f.float() for f in ft]
     T_det = T.detach()
     ft_det = [f.detach() for f in ft]
+    if cfg.teacher_tta:   # the label: the mean of the teacher's augmented predictions
+        T_label, spread = teacher_tta(teacher, y, op, first=T_det, amp=amp)
+    else:
+        T_label, spread = T_det, None
 
-    # ---- errors, dynamic factor, warm-up ------------------------------------------------------
+    # ---- errors (labelled samples only), dynamic factor, warm-up ------------------------------
     with torch.no_grad():
         err_s = (S - x).abs()
         err_t = (T_det - x).abs()
-        e_s, e_t = float(err_s.mean()), float(err_t.mean())
-    lam = state.update(e_s, e_t) if cfg.dynamic else 1.0
+        e_s = float(_select(err_s, lab_idx).mean()) if n_lab else float("nan")
+        e_t = float(_select(err_t, lab_idx).mean()) if n_lab else float("nan")
+    if cfg.dynamic:
+        lam = state.update(e_s, e_t) if n_lab else state.factor
+    else:
+        lam = 1.0
     if cfg.kd_warmup_steps > 0 and not fresh_state:
         ramp = min(1.0, (state.steps + 1) / cfg.kd_warmup_steps)
     else:
@@ -337,21 +440,39 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     # ---- student terms ------------------------------------------------------------------------
     terms: dict[str, torch.Tensor] = {}
     weights: dict[str, float] = {}
-    terms["rec"] = L.reconstruction_loss(S, x)
+    S_l, x_l = _select(S, lab_idx), _select(x, lab_idx)
+    if n_lab:
+        terms["rec"] = L.reconstruction_loss(S_l, x_l)
+    else:
+        terms["rec"] = S.sum() * 0.0
     weights["rec"] = cfg.w_rec
-    if cfg.edge:
-        terms["edge"] = L.edge_loss(S, x)
+    if cfg.edge and n_lab:
+        terms["edge"] = L.edge_loss(S_l, x_l)
     else:
         with torch.no_grad():
-            terms["edge"] = L.edge_loss(S.detach(), x)
+            terms["edge"] = L.edge_loss(S_l.detach(), x_l) if n_lab else S.new_zeros(())
     weights["edge"] = cfg.w_edge if cfg.edge else 0.0
 
-    w_map = L.confidence_weights(S.detach(), T_det, x, cfg.confidence)
-    if cfg.output_kd:
-        terms["kd"] = L.output_distillation(S, T_det, w_map)
+    # confidence: GT-based modes on labelled samples (1 elsewhere), uncertainty everywhere
+    if cfg.confidence == "uncertainty":
+        w_map = L.uncertainty_weights(spread)
+    elif cfg.confidence == "none" or lab_idx is None:
+        w_map = L.confidence_weights(S.detach(), T_label, x, cfg.confidence)
     else:
-        with torch.no_grad():
-            terms["kd"] = L.output_distillation(S.detach(), T_det, w_map)
+        w_map = torch.ones_like(S)
+        if n_lab:
+            w_map[lab_idx] = L.confidence_weights(S_l.detach(), _select(T_label, lab_idx), x_l, cfg.confidence)
+    kd_idx = unl_idx if cfg.kd_on == "unlabelled" else None
+    n_kd = B if kd_idx is None else n_unl
+    if n_kd:
+        S_k, T_k, w_k = _select(S, kd_idx), _select(T_label, kd_idx), _select(w_map, kd_idx)
+        if cfg.output_kd:
+            terms["kd"] = L.output_distillation(S_k, T_k, w_k)
+        else:
+            with torch.no_grad():
+                terms["kd"] = L.output_distillation(S_k.detach(), T_k, w_k)
+    else:
+        terms["kd"] = S.sum() * 0.0
     weights["kd"] = cfg.w_kd * lam * ramp if cfg.output_kd else 0.0
 
     adapted: list[torch.Tensor] = []
@@ -379,44 +500,91 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     with torch.no_grad():
         terms["kl"] = L.released_kl_term(S.detach(), T_det)
 
-    if cfg.balance:   # feature-type terms relative to the running magnitude of the L1 loss
-        rec_m = state.track("rec", float(terms["rec"].detach()))
+    if cfg.balance == "magnitude":   # feature-type terms relative to the running magnitude of the L1 loss
+        rec_m = state.track("rec", float(terms["rec"].detach())) if n_lab else (
+            state.magnitudes["rec"].value if "rec" in state.magnitudes else 1.0)
         for k in ("feat", "att"):
             if k in terms:
                 norm = rec_m / max(state.track(k, float(terms[k].detach())), 1e-12)
                 weights[k] = weights[k] * norm
+    elif cfg.balance == "gradnorm":
+        if S.requires_grad and n_lab and (not state.grad_factors or state.steps % cfg.gradnorm_every == 1
+                                          or cfg.gradnorm_every == 1):
+            _update_grad_factors(state, terms, student, adapters)
+        for k in ("kd", "feat", "att"):
+            if k in weights:
+                weights[k] = weights[k] * state.grad_factors.get(k, 1.0)
 
     total = S.new_zeros(())
     for k in STUDENT_TERMS:
         if k in terms and weights.get(k, 0.0) > 0:
             total = total + weights[k] * terms[k]
 
-    # ---- teacher correction -------------------------------------------------------------------
+    # ---- teacher correction (labelled samples: the target domain's references) ----------------
     teacher_total = None
     teacher_terms: dict[str, float] = {}
     if cfg.correction:
-        use_fb = cfg.feature_kd and bool(adapted) and cfg.t_feedback_weight > 0
-        tl = L.teacher_correction_loss(T if teacher_grad else T_det, S.detach(), x, edge_weight=cfg.t_edge_weight,
-                                       error_focus=cfg.t_error_focus, feedback_weight=0.0)
-        teacher_total = tl["loss"]
-        teacher_terms = {k: float(tl[k]) for k in ("rec", "edge", "wrong_fraction")}
+        T_src = T if teacher_grad else T_det
+        if n_lab:
+            tl = L.teacher_correction_loss(_select(T_src, lab_idx), S_l.detach(), x_l, edge_weight=cfg.t_edge_weight,
+                                           error_focus=cfg.t_error_focus, feedback_weight=0.0)
+            teacher_total = tl["loss"]
+            teacher_terms = {k: float(tl[k]) for k in ("rec", "edge", "wrong_fraction")}
+        else:
+            teacher_total = T_src.sum() * 0.0
+            teacher_terms = {"rec": float("nan"), "edge": float("nan"), "wrong_fraction": float("nan")}
         fb_w = 0.0
+        use_fb = cfg.feature_kd and bool(adapted) and cfg.t_feedback_weight > 0
         if use_fb:
             fb = L.feedback_loss(ft if teacher_grad else ft_det, [a.detach() for a in adapted])
             fb_w = cfg.t_feedback_weight
-            if cfg.balance:
+            if cfg.balance != "none" and n_lab:
                 fb_w *= state.track("t_rec", teacher_terms["rec"]) / max(state.track("t_feedback", float(fb.detach())), 1e-12)
+            elif cfg.balance != "none" and "t_rec" in state.magnitudes and "t_feedback" in state.magnitudes:
+                fb_w *= state.magnitudes["t_rec"].value / max(state.magnitudes["t_feedback"].value, 1e-12)
             teacher_total = teacher_total + fb_w * fb
             teacher_terms["feedback"] = float(fb.detach())
         else:
             teacher_terms["feedback"] = 0.0
         teacher_terms["w_feedback"] = float(fb_w)
+        if cfg.t_anchor > 0 and teacher_anchor is not None and teacher_grad:
+            pen = L.anchor_penalty([p for p in unwrap(teacher).parameters()], teacher_anchor)
+            teacher_total = teacher_total + cfg.t_anchor * pen
+            teacher_terms["anchor"] = float(pen.detach())
 
-    maps = {"confidence": w_map.detach(), "student": S.detach(), "teacher": T_det,
+    maps = {"confidence": w_map.detach(), "student": S.detach(), "teacher": T_det, "teacher_label": T_label,
             "student_error": err_s, "teacher_error": err_t}
+    if spread is not None:
+        maps["teacher_spread"] = spread
     return LossBreakdown(total=total, terms=terms, weights=weights, maps=maps, teacher_total=teacher_total,
                          teacher_terms=teacher_terms, dynamic=float(lam), warmup=float(ramp),
                          student_error=e_s, teacher_error=e_t)
+
+
+def _update_grad_factors(state: DistillState, terms: dict, student: nn.Module, adapters: Optional[nn.Module]) -> None:
+    """``balance="gradnorm"``: factor_k = EMA(|grad rec| / |grad term_k|) over the student's (and
+    adapters') parameters, so that ``w_k`` is term k's gradient norm as a fraction of rec's."""
+    params = [p for p in unwrap(student).parameters() if p.requires_grad]
+    if adapters is not None:
+        params += [p for p in unwrap(adapters).parameters() if p.requires_grad]
+
+    def norm(t):
+        if not t.requires_grad:
+            return 0.0
+        gs = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+        sq = [g.float().pow(2).sum() for g in gs if g is not None]
+        return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+    g_rec = norm(terms["rec"])
+    if not (g_rec > 0):
+        return
+    for k in ("kd", "feat", "att"):
+        if k in terms:
+            g = norm(terms[k])
+            if g > 0:
+                f = g_rec / g
+                old = state.grad_factors.get(k)
+                state.grad_factors[k] = f if old is None else state.decay * old + (1 - state.decay) * f
 
 
 def _default_pairs(fs, ft):

@@ -86,7 +86,7 @@ def confidence_weights(student: torch.Tensor, teacher: torch.Tensor, target: tor
     Returns:
         ``(B, 1, H, W)`` weights in [0, 1], no gradient.
     """
-    check_choice("confidence mode", mode, ("none", "hard", "soft"))
+    check_choice("confidence mode", mode, ("none", "hard", "soft"))   # "uncertainty": uncertainty_weights
     with torch.no_grad():
         if mode == "none":
             return torch.ones_like(student)
@@ -153,13 +153,40 @@ def released_kl_term(student: torch.Tensor, teacher: torch.Tensor, temperature: 
     return F.kl_div(log_p, q, reduction="batchmean") * temperature ** 2
 
 
-def dynamic_weight(student_error: torch.Tensor | float, teacher_error: torch.Tensor | float, eps: float = 1e-12) -> float:
+def dynamic_weight(student_error: torch.Tensor | float, teacher_error: torch.Tensor | float, eps: float = 1e-12,
+                   floor: float = 0.0) -> float:
     """Distillation strength from the student/teacher error ratio ``r = e_S / e_T``:
-    ``clamp(1 - 1/r, 0, 1) = clamp((e_S - e_T) / e_S, 0, 1)``. Increases with the student's lag,
-    0 when the student is at least as good as the teacher."""
+    ``clamp(1 - 1/r, floor, 1) = clamp((e_S - e_T) / e_S, floor, 1)``. Increases with the student's
+    lag; without a ``floor`` it is 0 once the student is as good as the teacher *on the references*
+    — which switched distillation off for 75 % of a demo run, although the teacher still knew the
+    measurement-only slices better. ``floor`` keeps that much teaching on."""
     es = float(student_error)
     et = float(teacher_error)
-    return float(min(max((es - et) / (es + eps), 0.0), 1.0))
+    return float(min(max((es - et) / (es + eps), float(floor)), 1.0))
+
+
+def uncertainty_weights(spread: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Confidence of the teacher from its own uncertainty, no ground truth involved.
+
+    ``spread``: ``(B, 1, H, W)`` per-pixel standard deviation of the teacher's predictions under
+    test-time augmentation (:func:`kdmri_lib.distill.teacher_tta`). With ``u`` its per-image mean,
+    ``w = 1 / (1 + (spread / u)^2)``, rescaled to mean 1 per image: where the teacher's augmented
+    predictions disagree, it teaches less. Returns ``(B, 1, H, W)``, no gradient.
+    """
+    with torch.no_grad():
+        u = spread.mean(dim=(-2, -1), keepdim=True).clamp_min(eps)
+        w = 1.0 / (1.0 + (spread / u) ** 2)
+        return w / w.mean(dim=(-2, -1), keepdim=True).clamp_min(eps)
+
+
+def anchor_penalty(params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2-SP (Li et al., ICML 2018): ``sum ||p - p0||^2`` over the parameters, ``p0`` the
+    pre-trained values (detached). Keeps a corrected teacher near what it learnt on the source
+    domain while it adapts to a few target references."""
+    params, anchor = list(params), list(anchor)
+    if len(params) != len(anchor) or not params:
+        raise ValueError(f"anchor_penalty needs matching non-empty lists; got {len(params)} and {len(anchor)}")
+    return torch.stack([(p.float() - a.detach().float()).pow(2).sum() for p, a in zip(params, anchor)]).sum()
 
 
 class EMA:

@@ -65,11 +65,12 @@ def select_slices(volumes: Mapping[str, Sequence[int]], cap: Optional[int]) -> d
     return out
 
 
-def open_split(source, task: str, factor: int, split: str = "val") -> MRISliceDataset:
-    """A full-slice dataset with fixed (validation) masks for a data folder or split folder."""
+def open_split(source, task: str, factor: int, split: str = "val", include=None) -> MRISliceDataset:
+    """A full-slice dataset with fixed (validation) masks for a data folder or split folder
+    (``include``: file-name patterns selecting its files)."""
     if isinstance(source, MRISliceDataset):
         return source
-    return MRISliceDataset(split_dir(source, split), task, factor, train_masks=False)
+    return MRISliceDataset(split_dir(source, split), task, factor, train_masks=False, include=include)
 
 
 def _model_task(model, task, factor):

@@ -221,61 +221,70 @@ def mean_by(rows: Sequence[Mapping], key: str, metrics: Sequence[str] = ("PSNR",
     return [{key: k, **{m: float(np.mean([r[m] for r in v])) for m in metrics}} for k, v in groups.items()]
 
 
-def _read_ablation(folder: Path) -> Optional[dict]:
+def _read_ablation(path: Path) -> Optional[dict]:
+    """``ablation.json`` of a folder (or the file itself) as ``{"settings", "meta", "rows", "source"}``;
+    None when absent or in a format without settings (a table whose task is unknown is not shown)."""
     import json
 
-    p = folder / "ablation.json"
-    if not p.exists():
+    p = path / "ablation.json" if path.is_dir() or not path.suffix else path
+    if not p.is_file():
         return None
-    rows = json.loads(p.read_text())
-    meta_p = folder / "ablation_meta.json"
-    meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
-    if isinstance(rows, dict):                         # {"rows": [...], "meta": {...}}
-        meta = rows.get("meta", meta)
-        rows = rows["rows"]
-    return {"rows": rows, "meta": meta, "source": str(p)}
+    data = json.loads(p.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or "rows" not in data:
+        return None
+    return {**data, "source": str(p)}
+
+
+def shipped_ablation() -> Path:
+    """The default run's ``ablation.json`` shipped with the zoo (``kdmri_lib/pretrained/ablation.json``)."""
+    from .pretrained import ZOO_DIR
+
+    return Path(ZOO_DIR) / "ablation.json"
 
 
 def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, factor: int, preset: str = "tiny",
                          epochs: int = 1, steps_per_epoch: Optional[int] = 60, data_dir="data/demo",
-                         device: str = "auto", seed: int = 0, val_slices: Optional[int] = None) -> Optional[dict]:
-    """The distillation ablation for notebook 05.
+                         device: str = "auto", seed: int = 0, val_slices: Optional[int] = None,
+                         shipped: bool = True) -> Optional[dict]:
+    """The distillation ablation for notebook 05, only when its settings match ``task`` and ``factor``.
 
-    Uses ``ablation_dir/ablation.json`` (``make bench-distill``) when it exists for this task and
-    factor; else ``fallback_dir/ablation.json`` of an earlier small run; else, with ``run=True``,
-    runs :func:`kdmri_lib.ablation.run` into ``fallback_dir`` with the given (small) budget.
+    Looks in ``ablation_dir`` (``make bench-distill``), then ``fallback_dir`` (an earlier small
+    run), then (``shipped``) the zoo's copy of the default run; else, with ``run=True``, runs
+    :func:`kdmri_lib.ablation.run` into ``fallback_dir`` with the given small budget (one seed).
 
     Returns:
-        dict with ``rows`` (table rows: label, params, GFLOPs, PSNR, SSIM, NMSE, train_s),
-        ``source`` (the JSON file) and ``budget`` (a sentence), or None when there is no table.
+        dict with ``rows`` (display rows: row, params, GFLOPs, PSNR, PSNR_sd, SSIM, held-out PSNR,
+        seeds), ``comparisons`` (sentences with the paired bootstrap intervals), ``source``,
+        ``budget`` (a sentence), ``settings`` and ``raw`` (the JSON rows); or None.
     """
     def matches(found: Optional[dict]) -> bool:
         if found is None:
             return False
-        s = found["meta"].get("settings", {})
-        return not s or (s.get("task") == task and int(s.get("factor", factor)) == int(factor))
+        st = found["settings"]
+        return st.get("task") == task and int(st.get("factor", -1)) == int(factor)
 
-    found = None
-    for folder in (Path(ablation_dir), Path(fallback_dir)):
-        cand = _read_ablation(folder)
-        if matches(cand):
-            found = cand
-            break
+    places = [Path(ablation_dir), Path(fallback_dir)] + ([shipped_ablation()] if shipped else [])
+    found = next((c for c in map(_read_ablation, places) if matches(c)), None)
     if found is None and run:
         from .ablation import AblationSettings
         from .ablation import run as run_ablation
 
-        s = AblationSettings(out=str(fallback_dir), data=str(data_dir), task=task, factor=factor, preset=preset,
-                             epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
-                             val_slices=val_slices, progress=False)
-        run_ablation(s)
+        st = AblationSettings(out=str(fallback_dir), data=str(data_dir), task=task, factor=factor, preset=preset,
+                              epochs=epochs, steps_per_epoch=steps_per_epoch, seeds=(seed,), device=device,
+                              val_slices=val_slices, progress=False)
+        run_ablation(st)
         found = _read_ablation(Path(fallback_dir))
     if found is None:
         return None
-    s = found["meta"].get("settings", {})
-    budget = (f"{s.get('epochs')} epochs x {s.get('steps_per_epoch')} steps, batch {s.get('batch_size')}, "
-              f"{s.get('preset')} presets, seed {s.get('seed')}" if s else "settings in ablation.md")
+    from .ablation import comparison_sentences
+
+    st = found["settings"]
+    budget = (f"{st.get('epochs')} epochs x {st.get('steps_per_epoch')} steps per run, seeds "
+              f"{', '.join(map(str, st.get('seeds', [])))}, {st.get('preset')} student, teacher {st.get('teacher')}, "
+              f"{st.get('protocol', {}).get('references')} target references")
     rows = [{"row": r.get("label", r.get("name")), "params": r.get("params"), "GFLOPs": r.get("GFLOPs"),
-             "PSNR": r.get("PSNR"), "SSIM": r.get("SSIM"), "NMSE": r.get("NMSE"),
-             "train_s": r.get("train_time_s")} for r in found["rows"]]
-    return {"rows": rows, "source": found["source"], "budget": budget}
+             "PSNR": r.get("PSNR"), "PSNR_sd": r.get("PSNR_sd"), "SSIM": r.get("SSIM"),
+             "held-out PSNR": r.get("heldout_PSNR"), "seeds": r.get("seeds")} for r in found["rows"]]
+    comps = comparison_sentences(found["rows"], found.get("meta", {}).get("comparisons", []))
+    return {"rows": rows, "comparisons": comps, "source": found["source"], "budget": budget, "settings": st,
+            "raw": found["rows"], "command": found.get("meta", {}).get("command")}

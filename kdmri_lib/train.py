@@ -118,7 +118,7 @@ TRAIN_MODES = ("teacher", "student", "unet", "distill")
 SCHEDULES = ("cosine", "step", "constant")
 #: fields that must agree between a run and the checkpoint it resumes from
 RESUME_IDENTITY = ("mode", "task", "factor", "preset", "teacher_preset", "batch_size", "seed",
-                   "natural", "model_overrides")
+                   "natural", "model_overrides", "train_files", "val_files", "references", "unlabelled")
 #: the training recipe of each model kind: what ``lr``, ``warmup_steps`` and ``batch_size`` are when a
 #: run leaves them unset (None). Transformers need a warm-up and a lower learning rate (SwinIR trains
 #: at 2e-4): at 1e-3 without warm-up the tiny Swin stays at the zero-filled level on whole slices.
@@ -179,6 +179,13 @@ class TrainConfig:
         val_slices: cap on validation slices per epoch (:func:`kdmri_lib.reconstruct.select_slices`).
         val_batch_size: slices per forward pass in validation.
         natural: mix natural images 1:1 from ``data_dir/natural/train`` when that folder exists.
+        train_files, val_files: file-name patterns (``fnmatch``, e.g. ``["*_sagittal_*"]``) selecting
+            the training / validation files; None = every file of the split.
+        references: train on only this many slices *with* ground truth (whole volumes picked by
+            :func:`kdmri_lib.protocol.split_references`); None = every selected slice.
+        unlabelled: distill mode with ``references``: interleave the other volumes of the selected
+            training files 1:1 as a measurement-only pool (no ground truth read; the teacher labels
+            them, :mod:`kdmri_lib.protocol`).
         distill: :class:`~kdmri_lib.distill.DistillConfig` (a dict is converted).
         model_overrides: hyper-parameters of the trained model overriding its preset.
         resume: continue from ``out_dir/last.pt`` when it exists.
@@ -211,6 +218,10 @@ class TrainConfig:
     val_slices: Optional[int] = None
     val_batch_size: int = 1
     natural: bool = False
+    train_files: Optional[list] = None
+    val_files: Optional[list] = None
+    references: Optional[int] = None
+    unlabelled: bool = False
     distill: DistillConfig = field(default_factory=DistillConfig)
     model_overrides: dict = field(default_factory=dict)
     resume: bool = False
@@ -242,7 +253,7 @@ class TrainConfig:
         self.warmup_steps = check_int("warmup_steps", self.warmup_steps, minimum=0)
         if self.grad_clip is not None:
             self.grad_clip = check_float("grad_clip", self.grad_clip, minimum=0.0, strict_min=True)
-        for name in ("amp", "natural", "resume", "progress", "verbose"):
+        for name in ("amp", "natural", "resume", "progress", "verbose", "unlabelled"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or self.device.split(":")[0].strip().lower() not in D.DEVICE_CHOICES:
@@ -257,6 +268,19 @@ class TrainConfig:
         if self.epoch_limit is not None:
             self.epoch_limit = check_int("epoch_limit", self.epoch_limit, minimum=1)
         self.log_every = check_int("log_every", self.log_every, minimum=1)
+        from .data import check_patterns
+
+        for name in ("train_files", "val_files"):
+            if getattr(self, name) is not None:
+                setattr(self, name, check_patterns(name, getattr(self, name)))
+        if self.references is not None:
+            self.references = check_int("references", self.references, minimum=1)
+            if self.natural:
+                raise ConfigError("natural=True cannot be combined with references=N (the few-references protocol "
+                                  "trains on target-domain slices only)")
+        if self.unlabelled and (self.references is None or self.mode != "distill"):
+            raise ConfigError("unlabelled=True (a measurement-only pool) needs mode='distill' and references=N: only "
+                              "a teacher can label slices without ground truth")
         if isinstance(self.distill, Mapping):
             self.distill = DistillConfig.from_dict(self.distill)
         if not isinstance(self.distill, DistillConfig):
@@ -560,7 +584,8 @@ def training_dataset(cfg: TrainConfig):
 
     natural_dir = Path(cfg.data_dir) / "natural" / "train"
     return build_dataset(cfg.data_dir, "train", cfg.task, cfg.factor,
-                         natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None)
+                         natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None,
+                         include=cfg.train_files, references=cfg.references, unlabelled=cfg.unlabelled)
 
 
 def fit(cfg: TrainConfig) -> TrainResult:
@@ -610,14 +635,14 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
 
     # ---- data ---------------------------------------------------------------------------------
     train_ds = training_dataset(cfg)
-    val_ds = open_split(cfg.data_dir, cfg.task, cfg.factor, "val")
+    val_ds = open_split(cfg.data_dir, cfg.task, cfg.factor, "val", include=cfg.val_files)
     steps_per_epoch = cfg.steps_per_epoch or max(1, len(train_ds) // (cfg.batch_size * world))
     total_steps = steps_per_epoch * cfg.epochs
 
     # ---- models -------------------------------------------------------------------------------
     D.seed_everything(cfg.seed)
     model = build_model(cfg.model_kind, cfg.preset, cfg.task, cfg.factor, **cfg.model_overrides).to(device)
-    teacher = adapters = None
+    teacher = adapters = teacher_anchor = None
     if distill:
         teacher, tckpt = load_model(cfg.teacher_checkpoint, device,
                                     expect={"kind": "teacher", "task": cfg.task, "factor": cfg.factor,
@@ -629,6 +654,10 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
             teacher.requires_grad_(False)
         if dcfg.feature_kd:
             adapters = Adapters.for_models(model, teacher).to(device)
+        # the pre-trained teacher, which the correction's L2-SP term keeps it near (captured before a
+        # resumed run restores the corrected weights)
+        teacher_anchor = ([p.detach().clone() for p in teacher.parameters()]
+                          if correction and dcfg.t_anchor > 0 else None)
     params = list(model.parameters()) + (list(adapters.parameters()) if adapters is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, total_steps, cfg.warmup_steps))
@@ -638,7 +667,7 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
         t_opt = torch.optim.AdamW(teacher.parameters(), lr=teacher_lr, weight_decay=cfg.weight_decay)
         t_sched = torch.optim.lr_scheduler.LambdaLR(t_opt, lr_lambda(cfg.schedule, total_steps, cfg.warmup_steps))
     scaler = torch.amp.GradScaler(device.type) if D.needs_grad_scaler(device, amp) else None
-    dstate = DistillState(dcfg.ema_decay)
+    dstate = DistillState(dcfg.ema_decay, dcfg.dynamic_floor)
 
     # ---- resume -------------------------------------------------------------------------------
     start_epoch, start_step, global_step = 0, 0, 0
@@ -763,7 +792,7 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
                 t0 = time.perf_counter()
                 batch = next(it)
                 row = _train_step(batch, cfg, device, amp, model_t, teacher_t, adapters_t, dstate, opt, t_opt, scaler,
-                                  train_params, teacher, epoch, step, last_path)
+                                  train_params, teacher, epoch, step, last_path, teacher_anchor)
                 sched.step()
                 if t_sched is not None:
                     t_sched.step()
@@ -847,7 +876,7 @@ def _check_resume(ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None
 
 
 def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapters_t, dstate, opt, t_opt, scaler,
-                train_params, teacher, epoch, step, last_path) -> dict:
+                train_params, teacher, epoch, step, last_path, teacher_anchor=None) -> dict:
     from .data import batch_operator, to_device
 
     batch = to_device(batch, device)
@@ -859,7 +888,8 @@ def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapte
     t_loss = None
     if cfg.mode == "distill":
         lb = distill_losses(model_t, teacher_t, adapters_t, batch["y"], op, x, cfg.distill, dstate,
-                            teacher_grad=t_opt is not None, amp=amp)
+                            teacher_grad=t_opt is not None, amp=amp, labelled=batch.get("labelled"),
+                            teacher_anchor=teacher_anchor)
         loss, t_loss = lb.total, lb.teacher_total
         row = lb.log_dict()
         out = lb.maps["student"]
@@ -897,7 +927,9 @@ def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapte
         opt.step()
         if t_opt is not None:
             t_opt.step()
-    row["train_PSNR"] = _batch_psnr(out, x)
+    lab = batch.get("labelled")
+    keep = slice(None) if lab is None else lab > 0.5   # PSNR only where there is a ground truth
+    row["train_PSNR"] = _batch_psnr(out[keep], x[keep]) if bool((lab is None) or keep.any()) else float("nan")
     return row
 
 

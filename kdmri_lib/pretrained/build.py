@@ -36,6 +36,11 @@ ZOO: dict[str, dict] = {
     "sr4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_teacher_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                           "steps_per_epoch": 500},
+    # the distillation protocol's teacher (kdmri_lib.protocol.DEFAULT): pre-trained on the source
+    # domain only (axial + coronal), it never sees a sagittal slice, the target domain's pool or
+    # any slice the ablation scores
+    "sr4_teacher_source_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
+                                "steps_per_epoch": 500, "train_files": ["*_axial_*", "*_coronal_*"]},
 }
 #: the zoo's size limit (package data)
 MAX_BYTES = 25 * 1024 * 1024
