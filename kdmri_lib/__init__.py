@@ -8,7 +8,7 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
 Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
 Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device``, ``resources`` -> ``physics`` /
-``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` / ``real_data`` -> ``metrics`` ->
+``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` (+ ``protocol``) / ``real_data`` -> ``metrics`` ->
 ``models`` -> ``losses`` -> ``distill`` -> ``train`` / ``reconstruct`` -> ``profile`` /
 ``ablation`` -> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook``.
 """
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
     "metrics", "models", "losses", "checkpoint", "distill", "train", "reconstruct", "profile", "ablation", "viz",
-    "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model",
+    "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol",
 )
 
 

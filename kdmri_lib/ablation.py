@@ -10,8 +10,11 @@ slices only) teaches a student on the **sagittal** target domain, where only ``r
 (two volumes) have a ground truth and the other 12 target volumes are a measurement-only pool.
 Every student row (U-Net, student alone, each distillation row) trains the same number of
 optimiser steps with the same seeds; the student alone and the U-Net see the references only
-(the pool has nothing for them without a teacher). No model, the teacher's pre-training included,
-sees the ground truth of the pool or of a scored slice.
+(the pool has nothing for them without a teacher). A distillation batch holds as many references
+as the student alone's, plus as many pool slices, so every row sees the references equally often;
+``student_matched`` is the compute-matched control (the student alone with the distillation rows'
+batch size). No model, the teacher's pre-training included, sees the ground truth of the pool or of
+a scored slice.
 
 Rows (in table order): the parameter-free baselines (zero-filled = sinc interpolation, low-res,
 bicubic), the fastMRI U-Net, the student alone, vanilla KD (frozen teacher, L1 output distillation
@@ -55,7 +58,7 @@ from .distill import ABLATION_ROWS, DistillConfig
 from .errors import ConfigError, KdmriError
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Protocol
-from .train import TrainConfig, TrainingInterrupted, fit
+from .train import RECIPES, TrainConfig, TrainingInterrupted, fit
 
 #: (name, label, what) in table order; ``what``: a baseline kind, a training mode, "distill" or "corrected"
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -64,6 +67,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("bicubic", "bicubic", "baseline"),
     ("unet", "U-Net (fastMRI), references only", "unet"),
     ("student", "student alone, references only", "student"),
+    ("student_matched", "student alone, references only, batch x2 (the distillation rows' student compute)", "student"),
     ("kd_vanilla", "vanilla KD (frozen teacher; L1 output KD on every slice + features)", "distill"),
     ("kd_pool", "+ output KD on the measurement-only pool only (no dead zone)", "distill"),
     ("kd_uncertainty", "+ augmented teacher label, uncertainty confidence", "distill"),
@@ -77,7 +81,8 @@ ROW_NAMES = tuple(r[0] for r in ROWS)
 DISTILL_ROWS = tuple(n for n, _, w in ROWS if w == "distill")
 assert set(DISTILL_ROWS) <= set(ABLATION_ROWS), "every distillation row has its switches in distill.ABLATION_ROWS"
 #: training order: the teacher before the distillation rows, the corrected teacher after full
-RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student") + DISTILL_ROWS + ("teacher_corrected",)
+RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student", "student_matched") + DISTILL_ROWS + (
+    "teacher_corrected",)
 #: the teacher when --teacher is "train": this many times the rows' epochs
 TEACHER_BUDGET = 3
 #: the default teacher (pre-trained on the protocol's source domain; kdmri_lib.pretrained)
@@ -99,7 +104,7 @@ class AblationSettings:
     teacher_preset: Optional[str] = None
     teacher: str = DEFAULT_TEACHER
     epochs: int = 2
-    steps_per_epoch: Optional[int] = 300
+    steps_per_epoch: Optional[int] = 150
     teacher_epochs: Optional[int] = None
     batch_size: Optional[int] = None   # None: each model kind's recipe (train.RECIPES)
     lr: Optional[float] = None
@@ -107,7 +112,7 @@ class AblationSettings:
     references: int = DEFAULT_PROTOCOL.references
     protocol: Protocol = field(default_factory=lambda: DEFAULT_PROTOCOL)
     device: str = "auto"
-    val_slices: Optional[int] = 4
+    val_slices: Optional[int] = 2
     rows: Optional[Sequence[str]] = None
     force: bool = False
     progress: bool = True
@@ -128,11 +133,15 @@ def _train_config(s: AblationSettings, name: str, what: str, seed: int) -> Train
                            train_files=list(p.source), **{**common, "epochs": teacher_epochs(s), "seed": 0})
     target = dict(train_files=list(p.target), references=int(s.references))
     out = str(Path(s.out) / name / f"seed{seed}")
+    # a distillation batch holds as many references as the student alone's batch, plus as many pool
+    # slices (reference and pool slices interleave 1:1): every row sees the references equally often
+    double = dict(common, batch_size=2 * (s.batch_size or RECIPES["student"]["batch_size"]))
     if what in ("student", "unet"):
-        return TrainConfig(mode=what, preset=s.preset, out_dir=out, **target, **common)
+        return TrainConfig(mode=what, preset=s.preset, out_dir=out, **target,
+                           **(double if name == "student_matched" else common))
     return TrainConfig(mode="distill", preset=s.preset, teacher_preset=s.teacher_preset, out_dir=out,
                        teacher_checkpoint=teacher_checkpoint(s), unlabelled=True, distill=DistillConfig.preset(name),
-                       **target, **common)
+                       **target, **double)
 
 
 def teacher_checkpoint(s: AblationSettings) -> str:
@@ -357,7 +366,9 @@ def to_markdown(result: dict) -> str:
              f"with ground truth (whole volumes, split seed {p['split_seed']}), every other target volume a "
              f"measurement-only pool (its ground truth is never read);",
              "* student alone and U-Net: the references only; distillation rows: the references + the pool "
-             "(interleaved 1:1), the teacher's label on the pool;",
+             "(interleaved 1:1, batches twice as large, so that every row sees the references equally often), the "
+             "teacher's label on the pool; `student_matched`: the student alone with the distillation rows' batch "
+             "(their student compute);",
              f"* every learned row: {s['epochs']} epochs x {s['steps_per_epoch']} steps, seeds "
              f"{', '.join(map(str, s['seeds']))}, each model kind's recipe (`kdmri_lib.train.RECIPES`), "
              f"task `{s['task']}` x{s['factor']}, preset `{s['preset']}`;",

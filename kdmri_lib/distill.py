@@ -116,6 +116,8 @@ class DistillConfig:
         t_anchor: correction: L2-SP weight keeping the teacher near its pre-trained weights
             (:func:`kdmri_lib.losses.anchor_penalty`); 0 = none.
         gradnorm_every: steps between gradient-norm measurements of ``balance="gradnorm"``.
+        kd_loss, kd_delta: the output-distillation penalty, ``"l1"`` or ``"huber"`` with
+            threshold ``kd_delta`` (:func:`kdmri_lib.losses.output_distillation`).
 
     ``confidence="uncertainty"`` weights the teacher by its own test-time-augmentation agreement
     (:func:`kdmri_lib.losses.uncertainty_weights`), which — unlike ``"hard"`` / ``"soft"`` — needs no
@@ -146,6 +148,8 @@ class DistillConfig:
     dynamic_floor: float = 0.5
     t_anchor: float = 1.0
     gradnorm_every: int = 20
+    kd_loss: str = "l1"
+    kd_delta: float = 0.02
 
     def __post_init__(self):
         self.validate()
@@ -167,6 +171,8 @@ class DistillConfig:
             raise ConfigError(f"distill.dynamic_floor must be in [0, 1]; got {self.dynamic_floor}")
         self.t_anchor = check_float("distill.t_anchor", self.t_anchor, minimum=0.0)
         self.gradnorm_every = check_int("distill.gradnorm_every", self.gradnorm_every, minimum=1)
+        check_choice("distill.kd_loss", self.kd_loss, ("l1", "huber"))
+        self.kd_delta = check_float("distill.kd_delta", self.kd_delta, minimum=0.0, strict_min=True)
         for name in ("w_rec", "w_edge", "w_kd", "w_feat", "w_att", "t_edge_weight", "t_error_focus", "t_feedback_weight"):
             setattr(self, name, check_float(f"distill.{name}", getattr(self, name), minimum=0.0))
         if self.teacher_lr is not None:
@@ -467,10 +473,10 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     if n_kd:
         S_k, T_k, w_k = _select(S, kd_idx), _select(T_label, kd_idx), _select(w_map, kd_idx)
         if cfg.output_kd:
-            terms["kd"] = L.output_distillation(S_k, T_k, w_k)
+            terms["kd"] = L.output_distillation(S_k, T_k, w_k, cfg.kd_loss, cfg.kd_delta)
         else:
             with torch.no_grad():
-                terms["kd"] = L.output_distillation(S_k.detach(), T_k, w_k)
+                terms["kd"] = L.output_distillation(S_k.detach(), T_k, w_k, cfg.kd_loss, cfg.kd_delta)
     else:
         terms["kd"] = S.sum() * 0.0
     weights["kd"] = cfg.w_kd * lam * ramp if cfg.output_kd else 0.0

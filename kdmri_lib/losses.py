@@ -97,9 +97,18 @@ def confidence_weights(student: torch.Tensor, teacher: torch.Tensor, target: tor
         return ((e_s - e_t) / (e_s + eps)).clamp(0.0, 1.0)
 
 
-def output_distillation(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``mean(w * |S - T|)`` with the teacher detached (the student moves towards the teacher)."""
-    d = (student - teacher.detach()).abs()
+def output_distillation(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None,
+                        loss: str = "l1", delta: float = 0.02) -> torch.Tensor:
+    """``mean(w * rho(S - T))`` with the teacher detached (the student moves towards the teacher).
+
+    ``loss="l1"``: ``rho(r) = |r|``, whose gradient ``sign(S - T)`` has the same size on every
+    pixel, also where the student already agrees with the teacher up to noise; ``"huber"``:
+    ``rho(r) = r^2 / (2 delta)`` for ``|r| < delta``, ``|r| - delta / 2`` beyond (PyTorch's
+    smooth L1), quiet where the two agree and an L1 pull where they differ by more than ``delta``.
+    """
+    check_choice("output distillation loss", loss, ("l1", "huber"))
+    r = student - teacher.detach()
+    d = r.abs() if loss == "l1" else F.smooth_l1_loss(student, teacher.detach(), beta=delta, reduction="none")
     return (d * weights).mean() if weights is not None else d.mean()
 
 

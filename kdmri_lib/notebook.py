@@ -57,25 +57,31 @@ class NotebookContext:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def teacher_checkpoint(self, teacher: str = "pretrained", **train) -> str:
+    def teacher_checkpoint(self, teacher: str = "pretrained", source=None, **train) -> str:
         """The checkpoint of the teacher a notebook distils from (notebook parameter ``teacher``).
 
         ``"pretrained"``: the shipped zoo's teacher for this task and factor with the best demo
         validation PSNR (``"pretrained:NAME"``, verified when loaded); ``"train"``:
-        ``run_dir/teacher/best.pt``, trained first with the ``train`` fields of
-        :class:`~kdmri_lib.train.TrainConfig` when it is missing; anything else: a checkpoint path.
+        ``run_dir/teacher/best.pt`` (``run_dir/teacher_source/last.pt`` with ``source``), trained
+        first with the ``train`` fields of :class:`~kdmri_lib.train.TrainConfig` when it is
+        missing; anything else: a checkpoint path. ``source``: file patterns of the protocol's
+        source domain (:data:`kdmri_lib.protocol.DEFAULT`): only a teacher pre-trained on exactly
+        those files, so that it never saw the target domain.
         """
         if teacher == "pretrained":
             from .pretrained import PREFIX, find
 
-            return PREFIX + find("teacher", self.task, self.factor)
+            return PREFIX + find("teacher", self.task, self.factor, train_files=source)
         if teacher == "train":
-            ckpt = self.run_dir / "teacher" / "best.pt"
+            # a source-domain teacher: its final weights (best.pt is selected on validation slices,
+            # which include the target domain's scored ones)
+            ckpt = self.run_dir / "teacher_source" / "last.pt" if source is not None else self.run_dir / "teacher" / "best.pt"
             if not ckpt.exists():
                 from .train import TrainConfig, fit
 
+                extra = {"train_files": list(source)} if source is not None else {}
                 cfg = TrainConfig(mode="teacher", data_dir=str(self.data_dir), out_dir=str(ckpt.parent), task=self.task,
-                                  factor=self.factor, **train)
+                                  factor=self.factor, **extra, **train)
                 print(f"no teacher in {ckpt.parent}: training a {cfg.preset} teacher first ({cfg.epochs} epochs)")
                 fit(cfg)
             return str(ckpt)
@@ -98,6 +104,7 @@ INT_PARAMS = {
     "scale": (2, False), "acceleration": (1, False), "epochs": (1, False), "teacher_epochs": (0, False),
     "batch_size": (1, True), "steps_per_epoch": (1, True), "val_slices": (1, True),
     "slice_num": (0, False), "ablation_epochs": (1, False), "ablation_steps_per_epoch": (1, True),
+    "references": (1, False),
 }
 #: float parameters: (minimum, strictly greater, maximum, None allowed)
 FLOAT_PARAMS = {"lr": (0.0, True, None, True), "teacher_lr": (0.0, True, None, True),
@@ -109,7 +116,8 @@ BOOL_PARAMS = ("profile_latency", "output_kd", "feature_kd", "attention_kd", "ed
 KNOWN_PARAMS = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset", "teacher_preset", "ablation_preset",
                 "epochs", "teacher_epochs", "batch_size", "steps_per_epoch", "val_slices", "lr",
                 "teacher_lr", "device", "seed", "mask_type", "center_fraction", "volume", "slice_num", "confidence",
-                "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch", "teacher") + BOOL_PARAMS
+                "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch", "teacher", "references",
+                "recipe") + BOOL_PARAMS
 
 
 def _validate(params: Mapping[str, Any]) -> dict:
@@ -163,6 +171,10 @@ def _validate(params: Mapping[str, Any]) -> dict:
     if "teacher" in p and (not isinstance(p["teacher"], str) or not p["teacher"].strip()):
         raise ConfigError(f"{name('teacher')} must be 'pretrained' (the shipped zoo), 'train' or a checkpoint path; "
                           f"got {p['teacher']!r}")
+    if "recipe" in p:
+        from .distill import ABLATION_ROWS
+
+        check_choice(name("recipe"), p["recipe"], tuple(ABLATION_ROWS))
     if "confidence" in p:
         from .distill import CONFIDENCE_MODES
 

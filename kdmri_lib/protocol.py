@@ -39,8 +39,8 @@ from torch.utils.data import Dataset
 
 from .errors import ConfigError, DataError, check_int
 
-__all__ = ["Protocol", "DEFAULT", "split_references", "SliceSubset", "Labelled", "MeasurementOnly", "protocol_dataset",
-           "describe"]
+__all__ = ["Protocol", "DEFAULT", "split_references", "SliceSubset", "Labelled", "MeasurementOnly", "Interleave",
+           "protocol_dataset", "describe"]
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,34 @@ class MeasurementOnly(SliceSubset):
         return self.ds.measurement(self.indices[i])
 
 
+class Interleave(Dataset):
+    """References and pool, 1:1: item ``2i`` is ``refs[i mod len(refs)]``, item ``2i + 1`` is
+    ``pool[i mod len(pool)]``; ``len = 2 max(len(refs), len(pool))``, so that one pass sees every
+    pool slice (and the few references several times)."""
+
+    def __init__(self, refs: Dataset, pool: Dataset):
+        self.refs, self.pool = refs, pool
+        self.task, self.factor = getattr(refs, "task", None), getattr(refs, "factor", None)
+        self.n = max(len(refs), len(pool))
+
+    def __len__(self) -> int:
+        return 2 * self.n
+
+    def __getitem__(self, i: int) -> dict:
+        j = i // 2
+        return self.refs[j % len(self.refs)] if i % 2 == 0 else self.pool[j % len(self.pool)]
+
+    def operator(self, batch: dict):
+        return self.refs.operator(batch)
+
+
 def protocol_dataset(ds, references: Optional[int], unlabelled: bool, seed: int = 0) -> Dataset:
     """The training set of a protocol run from the (file-filtered) training slices ``ds``.
 
     ``references=None``: ``ds`` itself (every slice with ground truth). Otherwise the
     :func:`split_references` references as :class:`Labelled`; with ``unlabelled`` they are
-    interleaved 1:1 with the measurement-only pool (:class:`MeasurementOnly`), so that a batch of
-    two holds one reference and one pool slice.
+    interleaved 1:1 with the measurement-only pool (:class:`MeasurementOnly`, :class:`Interleave`).
     """
-    from .data import MixedDataset
-
     if references is None:
         if unlabelled:
             raise ConfigError("unlabelled=True needs references=N (the rest of the training files are the pool)")
@@ -158,7 +176,7 @@ def protocol_dataset(ds, references: Optional[int], unlabelled: bool, seed: int 
         return lab
     if not pool:
         raise DataError(f"references={references} leave no volume for the measurement-only pool")
-    return MixedDataset(lab, MeasurementOnly(ds, pool))
+    return Interleave(lab, MeasurementOnly(ds, pool))
 
 
 def describe(ds, references: int, seed: int = 0) -> str:

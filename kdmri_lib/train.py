@@ -966,6 +966,13 @@ def build_parser() -> argparse.ArgumentParser:
     fac.add_argument("--scale", type=int, default=None, help="sr scale (default 4)")
     fac.add_argument("--acceleration", type=int, default=None, help="cs acceleration (default 4)")
     g.add_argument("--natural", action="store_true", help="mix natural images 1:1 from DATA/natural/train")
+    g.add_argument("--train-files", default=None, help="comma-separated file-name patterns of the training files "
+                                                       "(e.g. '*_sagittal_*'; default: every file)")
+    g.add_argument("--val-files", default=None, help="comma-separated file-name patterns of the validation files")
+    g.add_argument("--references", type=int, default=None,
+                   help="train on only this many slices with ground truth (whole volumes; kdmri_lib.protocol)")
+    g.add_argument("--unlabelled", action="store_true",
+                   help="distill with --references: the other volumes as a measurement-only pool the teacher labels")
     g.add_argument("--val-slices", type=int, default=None, help="cap on validation slices per epoch (default: all)")
     g.add_argument("--val-batch-size", type=int, default=1, help="slices per forward pass in validation")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
@@ -1034,6 +1041,7 @@ def config_from_args(args) -> TrainConfig:
         schedule=args.schedule, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip or None, amp=not args.no_amp,
         device=args.device, seed=args.seed, num_workers=args.num_workers, steps_per_epoch=args.steps_per_epoch,
         val_slices=args.val_slices, val_batch_size=args.val_batch_size, natural=args.natural,
+        train_files=args.train_files, val_files=args.val_files, references=args.references, unlabelled=args.unlabelled,
         distill=DistillConfig.from_dict(base), resume=args.resume, epoch_limit=args.epoch_limit,
         progress=not args.no_progress, verbose=not args.quiet, log_every=args.log_every)
 

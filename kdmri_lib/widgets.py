@@ -259,9 +259,11 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         dict with ``terms`` (name -> value), ``weights`` (name -> effective weight), ``total``,
         ``teacher_total`` (or None), ``grad_norm_student``, ``grad_norm_teacher``, and ``maps``:
         ``student``, ``teacher``, ``target``, ``confidence`` and ``grad`` (``|dL/dS|``), each
-        ``(H, W)`` of the first sample.
+        ``(H, W)`` of the first sample; ``term_grad_norms`` (each weighted student term's gradient
+        norm w.r.t. the student, :func:`kdmri_lib.distill.gradient_norms`) and ``grad_pool``
+        (``|dL/dS|`` of the first measurement-only sample of a protocol batch, or None).
     """
-    from .distill import distill_losses
+    from .distill import distill_losses, gradient_norms
     from .resources import catch_oom
 
     oom = catch_oom("the loss explorer", batch["y"].device, note="It runs one batch forward and backward: give it a "
@@ -285,8 +287,9 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         hook = student.register_forward_hook(keep_output)
         try:
             out = distill_losses(student, teacher, adapters, batch["y"], op, batch["target"], cfg,
-                                 teacher_grad=bool(cfg.correction))
+                                 teacher_grad=bool(cfg.correction), labelled=batch.get("labelled"))
             hook.remove()
+            term_norms = gradient_norms(out, student) if out.total.requires_grad else {}
             out.total.backward(retain_graph=out.teacher_total is not None)
             s_img = captured[-1] if captured else None
             g_img = s_img.grad if (s_img is not None and s_img.grad is not None) else torch.zeros_like(out.maps["student"])
@@ -305,7 +308,11 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
             for p in params_s:
                 p.grad = None
         first = lambda t: t.detach()[0, 0].float().cpu()  # noqa: E731
+        lab = batch.get("labelled")
+        pool = [i for i in range(int(batch["y"].shape[0])) if lab is not None and float(lab[i]) < 0.5]
         return {
+            "term_grad_norms": term_norms,
+            "grad_pool": g_img.detach()[pool[0], 0].float().cpu().abs() if pool else None,
             "terms": {k: float(v.detach()) for k, v in out.terms.items()},
             "weights": dict(out.weights),
             "total": float(out.total.detach()),
@@ -319,8 +326,10 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
 
 
 def loss_figure(view: dict, size: float = 2.3):
-    """Five panels: target, student, teacher, confidence weights (where the teacher teaches), |dL/dS|."""
-    fig, axes = _figure(1, 5, size)
+    """Five panels: target, student, teacher, confidence weights (where the teacher teaches), |dL/dS|
+    (a sixth, |dL/dS| of a measurement-only slice, for a protocol batch)."""
+    pool = view.get("grad_pool") is not None
+    fig, axes = _figure(1, 6 if pool else 5, size)
     m = view["maps"]
     vmax = float(m["target"].max())
     for ax, key, title in zip(axes[0], ("target", "student", "teacher"), ("target", "student S", "teacher T")):
@@ -331,6 +340,10 @@ def loss_figure(view: dict, size: float = 2.3):
     g = m["grad"].numpy()
     axes[0, 4].imshow(g, cmap="magma", vmin=0, vmax=float(np.percentile(g, 99.5)) or None)
     axes[0, 4].set_title("|dL/dS| (student's gradient)", fontsize=9)
+    if pool:
+        gp = view["grad_pool"].numpy()
+        axes[0, 5].imshow(gp, cmap="magma", vmin=0, vmax=float(np.percentile(gp, 99.5)) or None)
+        axes[0, 5].set_title("|dL/dS|, a slice without truth", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -368,14 +381,16 @@ class LossExplorer(_Explorer):
                          for k, d in (("output_kd", "output KD"), ("feature_kd", "feature KD"),
                                       ("attention_kd", "attention transfer"), ("edge", "edge loss"),
                                       ("correction", "teacher correction"), ("dynamic", "dynamic weights"))}
-        self.confidence = w.ToggleButtons(options=["none", "hard", "soft"], value=cfg.confidence,
-                                          description="confidence", style={**style, "button_width": "70px"})
-        controls = list(self.sliders.values()) + [self.confidence] + list(self.switches.values())
+        self.confidence = w.ToggleButtons(options=["none", "hard", "soft", "uncertainty"], value=cfg.confidence,
+                                          description="confidence", style={**style, "button_width": "80px"})
+        self.kd_on = w.ToggleButtons(options=["all", "unlabelled"], value=cfg.kd_on, description="output KD on",
+                                     style={**style, "button_width": "80px"})
+        controls = list(self.sliders.values()) + [self.confidence, self.kd_on] + list(self.switches.values())
         self.last_update_s = float("nan")
         self.view: dict = {}
         self._build_box(controls, rows=[[self.sliders["w_kd"], self.sliders["w_feat"]],
                                         [self.sliders["w_att"], self.sliders["w_edge"]],
-                                        [self.confidence], list(self.switches.values())],
+                                        [self.confidence], [self.kd_on], list(self.switches.values())],
                         note="<small>Loss values and gradients of one batch; nothing is trained here. "
                              "Confidence <i>w</i> is 0 where the teacher is no better than the student.</small>")
         for c in controls:
@@ -387,6 +402,8 @@ class LossExplorer(_Explorer):
         kw = {k: s.value for k, s in self.sliders.items()}
         kw.update({k: c.value for k, c in self.switches.items()})
         kw["confidence"] = self.confidence.value
+        kw["kd_on"] = self.kd_on.value
+        kw["teacher_tta"] = self.base_cfg.teacher_tta or kw["confidence"] == "uncertainty"
         return self._replace(self.base_cfg, **kw)
 
     def _on_change(self, _change=None):
@@ -403,8 +420,9 @@ class LossExplorer(_Explorer):
                           if k != "kl")
         teacher = (f" | teacher loss <b>{v['teacher_total']:.4f}</b>, |grad| {v['grad_norm_teacher']:.3g}"
                    if v["teacher_total"] is not None else " | teacher frozen")
+        norms = ", ".join(f"{k} {g:.3g}" for k, g in v.get("term_grad_norms", {}).items())
         self.metrics_html.value = (f"student loss <b>{v['total']:.4f}</b> = {terms}; |grad| "
-                                   f"<b>{v['grad_norm_student']:.3g}</b>{teacher}; released KL term "
+                                   f"<b>{v['grad_norm_student']:.3g}</b> (per term: {norms}){teacher}; released KL term "
                                    f"{v['terms'].get('kl', 0.0):.1f}")
         return v
 

@@ -31,7 +31,7 @@ def test_mini_ablation_writes_table_json_figure_and_is_resumable(demo_dir, tmp_p
         assert {"name", "label", "params", "GFLOPs", "PSNR", "PSNR_sd", "SSIM", "NMSE", "per_seed",
                 "heldout_PSNR"} <= set(r)
         assert len(r["slice_PSNR"]) == result["meta"]["sets"]["scored"]["slices"] == 12
-        if r["name"] in A.DISTILL_ROWS + ("student", "unet"):
+        if r["name"] in A.DISTILL_ROWS + ("student", "student_matched", "unet"):
             assert [p["seed"] for p in r["per_seed"]] == [0, 1]
             for p in r["per_seed"]:
                 assert (out / r["name"] / f"seed{p['seed']}" / "last.pt").is_file()
@@ -70,3 +70,38 @@ def test_paired_difference_bootstrap_interval():
 def test_unknown_row_is_a_clear_error(tmp_path, demo_dir, capsys):
     assert A.main(["--out", str(tmp_path), "--data", str(demo_dir), "--rows", "student,kd_magic"]) == 2
     assert "kd_magic" in capsys.readouterr().err
+
+
+def test_notebook_05_shows_an_ablation_only_for_its_own_task_and_factor(tmp_path):
+    from kdmri_lib import results as R
+
+    rows = [{"name": "student", "label": "student alone", "params": 1, "GFLOPs": 0.1, "PSNR": 21.0, "PSNR_sd": 0.1,
+             "SSIM": 0.8, "NMSE": 0.03, "seeds": 3, "slice_PSNR": [21.0, 21.5], "per_seed": []},
+            {"name": "full", "label": "full", "params": 1, "GFLOPs": 0.1, "PSNR": 21.4, "PSNR_sd": 0.1, "SSIM": 0.81,
+             "NMSE": 0.03, "seeds": 3, "slice_PSNR": [21.6, 21.8], "per_seed": []}]
+    comps = A.comparisons(rows)
+    data = {"settings": A.AblationSettings().to_dict(), "meta": {"comparisons": comps, "command": "x"}, "rows": rows}
+    (tmp_path / "sr").mkdir()
+    (tmp_path / "sr" / "ablation.json").write_text(json.dumps(data))
+    got = R.load_or_run_ablation(tmp_path / "sr", tmp_path / "none", run=False, task="sr", factor=4, shipped=False)
+    assert got is not None and [r["row"] for r in got["rows"]] == ["student alone", "full"]
+    assert any("`full` - `student`" in c for c in got["comparisons"])
+    assert R.load_or_run_ablation(tmp_path / "sr", tmp_path / "none", run=False, task="cs", factor=4, shipped=False) is None
+    assert R.load_or_run_ablation(tmp_path / "sr", tmp_path / "none", run=False, task="sr", factor=2, shipped=False) is None
+    (tmp_path / "old").mkdir()                                 # a list without settings: never shown
+    (tmp_path / "old" / "ablation.json").write_text(json.dumps(rows))
+    assert R.load_or_run_ablation(tmp_path / "old", tmp_path / "none", run=False, task="sr", factor=4, shipped=False) is None
+
+
+def test_the_shipped_ablation_matches_the_default_settings():
+    """The zoo's ablation.json (shown by notebook 05 on Binder / Colab) is the default run's."""
+    from kdmri_lib import results as R
+
+    found = R._read_ablation(R.shipped_ablation())
+    if found is None:
+        pytest.skip("no ablation.json shipped in the zoo")
+    d = A.AblationSettings().to_dict()
+    for k in ("task", "factor", "preset", "teacher", "epochs", "steps_per_epoch", "seeds", "protocol"):
+        assert found["settings"][k] == d[k], k
+    assert [r["name"] for r in found["rows"]] == list(A.ROW_NAMES)
+    assert found["meta"]["command"].startswith("python -m kdmri_lib.ablation")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdmri_lib.notebook import NOTEBOOKS, execute, notebooks_dir
 
@@ -83,8 +84,13 @@ def test_distill_notebook_runs_alone(tmp_path, demo_dir):
     assert not (tmp_path / "run" / "teacher").exists()
     assert (tmp_path / "run" / "distill" / "best.pt").exists()
     assert "teacher: pretrained:sr4_teacher_" in out.read_text()
+    text = out.read_text()
+    assert "teacher: pretrained:sr4_teacher_source_" in text        # the protocol's teacher never saw the target
+    assert (tmp_path / "run" / "student_refs" / "last.pt").exists()    # the control
     out = _run("04_distill", tmp_path / "run2", demo_dir, tmp_path, teacher="train", teacher_epochs=1)
-    assert (tmp_path / "run2" / "teacher" / "best.pt").exists() and (tmp_path / "run2" / "distill" / "best.pt").exists()
+    ck = torch.load(tmp_path / "run2" / "teacher_source" / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["train_config"]["train_files"] == ["*_axial_*", "*_coronal_*"]
+    assert (tmp_path / "run2" / "distill" / "best.pt").exists()
 
 
 def test_parameter_validation_is_clear(tmp_path, demo_dir):

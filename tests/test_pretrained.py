@@ -14,9 +14,9 @@ from kdmri_lib import pretrained as P
 from kdmri_lib.errors import CheckpointError
 
 #: what notebooks 03-05 and the ablation rely on
-REQUIRED = ("sr4_teacher_tiny", "sr4_student_tiny", "sr4_unet_tiny")
+REQUIRED = ("sr4_teacher_tiny", "sr4_student_tiny", "sr4_unet_tiny", "sr4_teacher_source_tiny")
 CARD_FIELDS = ("name", "file", "sha256", "kind", "preset", "task", "factor", "metrics", "data", "command", "steps",
-               "seconds", "seed", "torch")
+               "seconds", "seed", "torch", "train_files")
 
 
 def _entries():
@@ -53,6 +53,9 @@ def test_every_card_is_true(entry, demo_dir):
     assert res["means"]["PSNR"] == pytest.approx(card["metrics"]["PSNR"], abs=0.05)
     assert res["means"]["SSIM"] == pytest.approx(card["metrics"]["SSIM"], abs=5e-4)
     assert res["slices"] == card["metrics"]["slices"]
+    # what it was trained on is what its checkpoint's training configuration says
+    ck = torch.load(P.ZOO_DIR / entry["file"], map_location="cpu", weights_only=True)
+    assert entry["train_files"] == ck["train_config"].get("train_files")
 
 
 @pytest.fixture()

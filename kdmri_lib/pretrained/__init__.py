@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..errors import CheckpointError
 
@@ -115,18 +115,22 @@ def load(name: str, device: Any = "cpu", manifest_path: str | os.PathLike = MANI
 
 
 def find(kind: str, task: str, factor: int, preset: Optional[str] = None,
-         manifest_path: str | os.PathLike = MANIFEST, missing_ok: bool = False) -> Optional[str]:
+         manifest_path: str | os.PathLike = MANIFEST, missing_ok: bool = False,
+         train_files: Optional[Sequence[str]] = None) -> Optional[str]:
     """The name of the zoo model of this kind / task / factor (and preset, if given) with the best
     demo-validation PSNR; when there is none, None with ``missing_ok``, else a
-    :class:`CheckpointError` listing the zoo."""
+    :class:`CheckpointError` listing the zoo. ``train_files``: only entries trained on exactly
+    these file patterns (e.g. the protocol's source domain, :data:`kdmri_lib.protocol.DEFAULT`)."""
     rows = [e for e in manifest(manifest_path)["models"]
-            if (e["kind"], e["task"], int(e["factor"])) == (kind, task, int(factor)) and preset in (None, e["preset"])]
+            if (e["kind"], e["task"], int(e["factor"])) == (kind, task, int(factor)) and preset in (None, e["preset"])
+            and (train_files is None or e.get("train_files") == list(train_files))]
     if not rows and missing_ok:
         return None
     if not rows:
         have = ", ".join(f"{e['name']} ({e['kind']} {e['preset']} {e['task']} x{e['factor']})"
                          for e in manifest(manifest_path)["models"]) or "nothing"
-        want = f"{kind}{' ' + preset if preset else ''} for {task} x{factor}"
+        want = (f"{kind}{' ' + preset if preset else ''} for {task} x{factor}"
+                + (f" trained on {', '.join(train_files)} only" if train_files is not None else ""))
         raise CheckpointError(f"the pretrained zoo has no {want} (it holds {have}); train one instead "
                               f"(teacher='train' in the notebooks, or `python -m kdmri_lib.train {kind} ...`)")
     return max(rows, key=lambda e: e.get("metrics", {}).get("PSNR", float("-inf")))["name"]
@@ -149,16 +153,18 @@ def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
     table is this text; a test checks that they agree)."""
     m = manifest(manifest_path or MANIFEST)
     fmt = lambda d, k, f: format(d[k], f) if d and k in d else "–"  # noqa: E731
-    lines = ["| model | params | steps | train time (s) | demo val PSNR / SSIM | held-out real EPI PSNR / SSIM |",
-             "|---|---:|---:|---:|---|---|"]
+    lines = ["| model | trained on | params | steps | train time (s) | demo val PSNR / SSIM | "
+             "held-out real EPI PSNR / SSIM |",
+             "|---|---|---:|---:|---:|---|---|"]
     for name, b in sorted(m.get("baselines", {}).items()):
         v, h = b.get("val"), b.get("heldout")
-        lines.append(f"| {name} (baseline) | 0 | – | – | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
+        lines.append(f"| {name} (baseline) | – | 0 | – | – | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
                      f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
     for e in m["models"]:
         v, h = e.get("metrics"), e.get("heldout")
-        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}) | {e.get('params', 0) / 1e6:.3f} M | {e['steps']} | "
-                     f"{e['seconds']:.0f} | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
+        on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
+        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}) | {on} | {e.get('params', 0) / 1e6:.3f} M | "
+                     f"{e['steps']} | {e['seconds']:.0f} | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
                      f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
     return "\n".join(lines)
 

@@ -41,6 +41,8 @@ ZOO: dict[str, dict] = {
     # any slice the ablation scores
     "sr4_teacher_source_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
                                 "steps_per_epoch": 500, "train_files": ["*_axial_*", "*_coronal_*"]},
+    "sr4_teacher_source_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
+                                 "steps_per_epoch": 300, "train_files": ["*_axial_*", "*_coronal_*"]},
 }
 #: the zoo's size limit (package data)
 MAX_BYTES = 25 * 1024 * 1024
@@ -111,6 +113,7 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
         "data": data_identity(data), "command": command_for(name, data), "steps": int(ck["global_step"]),
         "seconds": round(float(sum(h.get("seconds", 0.0) for h in hist)), 1), "seed": int(seed),
         "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+        "train_files": ck["train_config"].get("train_files"),   # None: every training file
         "recipe": {k: ck["train_config"][k] for k in ("lr", "warmup_steps", "batch_size", "schedule", "epochs",
                                                       "steps_per_epoch")},
         "curve": [[int(h.get("global_step", (i + 1) * cfg.steps_per_epoch)), round(float(h["val_PSNR"]), 4)]
