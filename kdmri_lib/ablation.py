@@ -353,6 +353,23 @@ def comparison_sentences(rows: Sequence[dict], comps: Sequence[dict]) -> list[st
     return lines
 
 
+def summary_markdown(result: dict) -> str:
+    """A short Markdown summary of an ablation (the README's): the learned rows' PSNR (mean +- sd over
+    seeds) on the target-domain slices and the held-out scan, the paired differences, the command."""
+    s, meta, rows = result["settings"], result["meta"], result["rows"]
+    lines = ["| row | seeds | target-domain PSNR (dB) | held-out PSNR (dB) |", "|---|---:|---:|---:|"]
+    for r in rows:
+        sd = f" +- {r['PSNR_sd']:.2f}" if r["seeds"] > 1 else ""
+        hsd = f" +- {r['heldout_PSNR_sd']:.2f}" if r["seeds"] > 1 and "heldout_PSNR_sd" in r else ""
+        hp = f"{r['heldout_PSNR']:.2f}{hsd}" if "heldout_PSNR" in r else "-"
+        lines.append(f"| {r['label']} (`{r['name']}`) | {r['seeds'] if r['params'] else '-'} | {r['PSNR']:.2f}{sd} | {hp} |")
+    lines += [""] + [f"* {c}" for c in comparison_sentences(rows, meta.get("comparisons", []))]
+    lines += ["", f"{s['epochs']} x {s['steps_per_epoch']} steps per run, seeds {', '.join(map(str, s['seeds']))}, "
+                  f"teacher `{s['teacher']}`, {s['protocol']['references']} target references; made by "
+                  f"`{meta.get('command')}` in {meta['wall_time_s'] / 60:.0f} min on {meta['device']} ({meta['date']})."]
+    return "\n".join(lines)
+
+
 def to_markdown(result: dict) -> str:
     s, meta, rows = result["settings"], result["meta"], result["rows"]
     p = s["protocol"]

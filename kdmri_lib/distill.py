@@ -9,37 +9,45 @@ interactive loss widget::
     lb.total.backward()                                     # the student's loss
     lb.terms["kd"], lb.weights["kd"], lb.maps["confidence"]
 
-The student's loss (notation of :mod:`kdmri_lib.losses`; ``lambda`` the dynamic factor)::
+The student's loss (notation of :mod:`kdmri_lib.losses`; ``lambda`` the dynamic factor; ``R`` the
+samples with a ground truth, ``P`` the measurement-only samples of a protocol batch,
+:mod:`kdmri_lib.protocol`; without ``labelled`` every sample is in ``R``)::
 
-    L_S = w_rec * L1(S, x) + w_edge * edge(S, x)
-        + lambda * ( w_kd * mean(w ⊙ |S - T|) + w_feat * feat(adapt(F_S), F_T) + w_att * AT(F_S, F_T) )
+    L_S = w_rec * L1_R(S, x) + w_edge * edge_R(S, x)
+        + lambda * ( w_kd * mean_K(w ⊙ rho(S - T~)) + w_feat * feat(adapt(F_S), F_T) + w_att * AT(F_S, F_T) )
 
-and, with ``correction``, the teacher's own loss (it keeps learning while it teaches, with its own
-optimiser): :func:`kdmri_lib.losses.teacher_correction_loss` = its reconstruction loss weighted
-``1 + t_error_focus`` where the student beats it, ``t_edge_weight`` x edge loss, and
-``t_feedback_weight`` x the feedback term that pulls its token maps towards the student's adapted
-features. Gradients never cross: the student's terms see the teacher detached, the teacher's terms
-see the student detached, so one ``backward()`` of ``L_S + L_T`` gives each model its own gradient.
+``K`` is every sample (``kd_on="all"``, the paper) or ``P`` only (``kd_on="unlabelled"``: where
+there is a truth it teaches, where there is none the teacher does; no pixel gets both, so the
+L1 + L1 dead zone cannot occur); ``T~`` is the teacher's output, or with ``teacher_tta`` the mean
+of its predictions on flipped copies of the measurement (:func:`teacher_tta`); ``rho`` is L1 or
+Huber (``kd_loss``); ``w`` the confidence: ``"none"``, the paper's ground-truth ``"hard"`` /
+``"soft"`` maps (on ``R`` only), or ``"uncertainty"`` from the spread of the augmented
+predictions (no ground truth needed).
 
-Switches (each piece can be turned off; :data:`ABLATION_ROWS` lists the ablation's configs):
-``output_kd``, ``feature_kd`` (adapters + channel-normalised MSE), ``attention_kd`` (spatial
-attention maps), ``edge``, ``confidence`` (``"none"`` | ``"hard"`` | ``"soft"``: the teacher teaches
-only where it is right), ``correction`` (the teacher learns), ``dynamic`` (``lambda`` from the
-student/teacher error ratio).
+With ``correction``, the teacher's own loss (it keeps learning while it teaches, with its own
+optimiser): :func:`kdmri_lib.losses.teacher_correction_loss` on ``R`` (its reconstruction loss
+weighted ``1 + t_error_focus`` where the student beats it, ``t_edge_weight`` x edge loss),
+``t_feedback_weight`` x the feedback term that pulls its token maps towards the student's
+adapted features, and ``t_anchor`` x the L2-SP distance to its pre-trained weights. Gradients
+never cross: the student's terms see the teacher detached, the teacher's terms see the student
+detached, so one ``backward()`` of ``L_S + L_T`` gives each model its own gradient.
 
-Dynamic weighting: ``lambda = dynamic_weight(EMA(e_S), EMA(e_T))`` with ``e = mean|. - x|`` per
-batch and :attr:`DistillConfig.ema_decay`; see :func:`kdmri_lib.losses.dynamic_weight` (more
-teaching while the student lags, none once it is as good as the teacher). The EMA lives in a
-:class:`DistillState`, saved in checkpoints. Without dynamic weighting ``lambda = 1``.
+Switches (each piece can be turned off; :data:`ABLATION_ROWS` lists the ablation's configs, the
+defaults of :class:`DistillConfig` are its ``full`` row).
 
-Balanced feature terms (``balance``, default on): the feature and attention terms (and the
-teacher's feedback term) are channel-normalised MSEs of order 1, while the L1 losses of the images
-are of order 0.01-0.1; a fixed weight would let them dominate (measured on the demo data, sr x4: with
-``w_feat = 0.1`` the feature term was 3-4x the student's L1 loss, and the teacher's feedback term at
-weight 0.05 ~3x its own L1 loss; in that run, with ``t_error_focus = 1`` as well, the corrected
-teacher lost 0.45 dB of validation PSNR). With ``balance`` their effective
-weight is ``w * EMA(L1) / EMA(term)`` (running magnitudes in the :class:`DistillState`, the factor
-itself carries no gradient), so ``w_feat = 0.1`` means "10 % of the reconstruction loss".
+Dynamic weighting: ``lambda = dynamic_weight(EMA(e_S), EMA(e_T), floor)`` with ``e = mean|. - x|``
+on the references of each batch and :attr:`DistillConfig.ema_decay`; see
+:func:`kdmri_lib.losses.dynamic_weight`. The EMA lives in a :class:`DistillState`, saved in
+checkpoints. Without dynamic weighting ``lambda = 1``.
+
+Balance (``balance``): ``"magnitude"`` weighs the feature and attention terms (and the teacher's
+feedback term) as fractions of the running L1 loss, ``w * EMA(L1) / EMA(term)``. Measured on the
+protocol (output KD on the pool + feature terms, demo data, 600 steps): as the attention term
+converged (0.35 -> 0.017) its effective weight rose 20x (0.013 -> 0.28), and the student never left
+the zero-filled level (21.01 vs 20.99 dB on its references, 20.47 vs 20.49 on the scored slices).
+``"gradnorm"``
+instead rescales each distillation term every ``gradnorm_every`` steps so that its gradient norm
+(w.r.t. the student) is ``w_k`` times the reconstruction term's.
 
 Distillation warm-up (``kd_warmup_steps``): the distillation weights ramp linearly from 0 to their
 value over the first steps of training (the state counts the steps), so that a fresh student first

@@ -141,4 +141,6 @@ def test_readme_results_table_is_the_generated_one(repo_root):
     """The README's headline table is `python -m kdmri_lib.pretrained --markdown` of the shipped zoo."""
     text = (repo_root / "README.md").read_text()
     assert P.readme_block(text) == P.markdown_table()
+    # ... and its distillation summary is the shipped ablation's
+    assert P.readme_block(text, P.ABLATION_START, P.ABLATION_END) == P.ablation_summary()
     assert "sr4_zero_filled (baseline)" in P.markdown_table()

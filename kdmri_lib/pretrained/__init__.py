@@ -170,27 +170,49 @@ def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
 
 
 README_START, README_END = "<!-- zoo:start -->", "<!-- zoo:end -->"
+ABLATION_START, ABLATION_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+#: the default run of ``make bench-distill``, shipped so that notebook 05 and the README show it
+ABLATION = ZOO_DIR / "ablation.json"
 
 
-def readme_block(text: str) -> str:
-    """The text between the zoo markers of a README (stripped)."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"no {README_START} ... {README_END} block in this text")
-    return text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+def readme_block(text: str, start: str = README_START, end: str = README_END) -> str:
+    """The text between two markers of a README (stripped)."""
+    if start not in text or end not in text:
+        raise ValueError(f"no {start} ... {end} block in this text")
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def ablation_summary(path: str | os.PathLike = ABLATION) -> str:
+    """The README's distillation summary: :func:`kdmri_lib.ablation.summary_markdown` of the
+    shipped ``ablation.json`` (or a sentence saying there is none)."""
+    import json
+
+    from ..ablation import summary_markdown
+
+    p = Path(path)
+    if not p.is_file():
+        return "No ablation has been shipped yet: `make bench-distill` measures it."
+    return summary_markdown(json.loads(p.read_text()))
+
+
+def _replace_block(text: str, start: str, end: str, new: str) -> str:
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + new + "\n" + end + rest.split(end, 1)[1]
 
 
 def update_readme(path: str | os.PathLike, manifest_path: Optional[str | os.PathLike] = None) -> bool:
-    """Write :func:`markdown_table` between the zoo markers of ``path``; True if it changed."""
+    """Write :func:`markdown_table` between the zoo markers of ``path`` and :func:`ablation_summary`
+    between its ablation markers (when it has them); True if it changed."""
     from ..atomic import write_text
 
     p = Path(path)
     text = p.read_text()
-    old = readme_block(text)
-    new = markdown_table(manifest_path)
-    if old == new:
+    new_text = _replace_block(text, README_START, README_END, markdown_table(manifest_path))
+    if ABLATION_START in new_text and ABLATION_END in new_text:
+        new_text = _replace_block(new_text, ABLATION_START, ABLATION_END, ablation_summary())
+    if new_text == text:
         return False
-    head, rest = text.split(README_START, 1)
-    write_text(p, head + README_START + "\n" + new + "\n" + README_END + rest.split(README_END, 1)[1])
+    write_text(p, new_text)
     return True
 
 
