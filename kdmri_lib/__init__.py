@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
     "metrics", "models", "losses", "checkpoint", "distill", "train", "reconstruct", "profile", "ablation", "viz",
-    "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol",
+    "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol", "check",
 )
 
 

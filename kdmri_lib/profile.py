@@ -23,7 +23,7 @@ Conventions
 320x320 output, for ``sr`` x4, ``sr`` x2 and ``cs`` x4: the ``paper`` teacher, the student
 (``tiny``, ``small``, ``paper``), the ``paper`` fastMRI U-Net and a **CHPNet-like re-creation** of
 the released student (:class:`kdmri_lib.models.CHPNetLike`), and writes ``bench.md`` (tables,
-the teacher/student ratios against the acceptance bars, and DESIGN.md's anchor numbers in a
+the teacher/student ratios against the acceptance bars, and the design brief's anchor numbers in a
 separate, clearly-labelled section that is *not* a measurement) and ``bench.json`` (one object per
 measured row).
 """
@@ -52,7 +52,7 @@ from .resources import catch_oom
 
 #: the (task, factor) pairs of ``make bench``
 BENCH_TASKS = (("sr", 4), ("sr", 2), ("cs", 4))
-#: DESIGN.md section 6 anchors (2-core CPU, 320x320): quoted, never presented as measurements
+#: the project design brief's anchors (2-core CPU, 320x320; the brief is not part of this repository): quoted, never presented as measurements
 DESIGN_ANCHORS = (
     ("SwinIR x4 (paper teacher config)", "11.90 M", "167", "1.22 s"),
     ("SwinIR x2", "11.75 M", "638", "6.6 s"),
@@ -298,7 +298,7 @@ _LABELS = {"chpnet_like": "CHPNet-like re-creation", "unet": "fastMRI U-Net", "t
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
-    """The benchmark tables (one per task), the acceptance ratios and the DESIGN.md anchors."""
+    """The benchmark tables (one per task), the acceptance ratios and the design brief's anchors."""
     L = [f"# kdmri benchmark: {meta['shape'][0]}x{meta['shape'][1]} output, batch {meta['batch']}", ""]
     L.append(f"- device: {meta['device']}; torch {meta['torch']}; {meta['platform']}; {meta['date']}")
     L.append("- FLOPs: `torch.utils.flop_counter` on one forward pass, 1 multiply-add = 2 FLOPs "
@@ -335,7 +335,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
                      f"{_fmt(a['teacher_gflops'], 1)} | {_fmt(a['flops_ratio'], 1)}x | {a['teacher_latency_ms']:.0f} | "
                      f"{a['student_latency_ms']:.0f} | {a['latency_ratio']:.1f}x | {'pass' if ok else 'FAIL'} |")
         L.append("")
-    L += ["## Reference (from DESIGN.md section 6, not measured here)", "",
+    L += ["## Reference (from the project's design brief, not measured here)", "",
           "Numbers quoted from the design brief (2-core CPU, 320x320 output) for orientation only.", "",
           "| model | params | GFLOPs | latency |", "|---|---:|---:|---:|"]
     L += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in DESIGN_ANCHORS]

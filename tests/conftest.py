@@ -42,7 +42,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not PASSED:
         return
     t = tally()
-    terminalreporter.section("bad-input corpus (issue 7)")
+    terminalreporter.section("bad-input corpus")
     for comp, (declared, ok) in t.items():
         terminalreporter.write_line(f"{comp:28s} {ok:4d} of {declared:4d} bad inputs: one clear error, files unchanged")
     terminalreporter.write_line(f"{'total':28s} {sum(o for _, o in t.values()):4d} of {sum(d for d, _ in t.values()):4d}")

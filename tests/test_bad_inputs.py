@@ -1,4 +1,4 @@
-"""The bad-input corpus (issue 7): every user mistake ends in ONE clear error and nothing is lost.
+"""The bad-input corpus: every user mistake ends in ONE clear error and nothing is lost.
 
 One table per component — data loaders, operators, models, checkpoints, command-line programs,
 notebook parameters — lists bad inputs; each case asserts that

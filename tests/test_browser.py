@@ -1,4 +1,4 @@
-"""The workshop experience in a real browser: JupyterLab and the widgets, end to end (issue 8).
+"""The workshop experience in a real browser: JupyterLab and the widgets, end to end.
 
 A real ``jupyter lab`` server on 127.0.0.1 (random token and port, temporary Jupyter folders,
 a temporary copy of ``notebooks/`` next to a link to the demo data) is driven by headless

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis, issue 7): the contracts hold for *any* input, not just the examples.
+"""Property tests (hypothesis): the contracts hold for *any* input, not just the examples.
 
 Example counts are kept small (the whole file runs in well under a minute on 2 cores) and every
 test is deterministic across runs (``derandomize=True``): CI never flakes, and a failure is

@@ -1,4 +1,4 @@
-"""Real data sets (issue 6): fastMRI knee, Brain tumor MRI, Flickr2K / Set5, and the downloader.
+"""Real data sets: fastMRI knee, Brain tumor MRI, Flickr2K / Set5, and the downloader.
 
 Everything runs on tiny synthetic archives with the exact layouts of the real ones (built here),
 served from an HTTP server on 127.0.0.1 where a download is involved. The scripts in

@@ -1,4 +1,4 @@
-"""Reliability and security sweep (issue 7): untrusted files, interrupted work, determinism, resources.
+"""Reliability and security sweep: untrusted files, interrupted work, determinism, resources.
 
 * Untrusted files: an AST scan of the whole repository (library, scripts, test helpers, notebook
   code cells) for ``torch.load`` without ``weights_only=True``, unpickling, ``eval`` / ``exec``,
