@@ -132,21 +132,36 @@ def compare_reconstructions(target, recons: Mapping[str, object], inset: Optiona
     return fig
 
 
-def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str] = ("train_loss", "val_PSNR"),
-                    title: Optional[str] = None):
-    """Line plots of per-epoch metrics (``history`` = list of dicts with an ``epoch`` key)."""
+def training_curves(history, keys: Sequence[str] = ("train_loss", "val_PSNR"), title: Optional[str] = None,
+                    baselines: Optional[Mapping[str, Mapping[str, float]]] = None):
+    """Line plots of per-epoch metrics.
+
+    Args:
+        history: one run's history (list of dicts with an ``epoch`` key), or ``{label: history}`` to
+            overlay several runs (e.g. the student alone and the distilled student).
+        keys: the metrics, one panel each (missing ones are skipped).
+        title: figure title.
+        baselines: ``{key: {label: value}}`` horizontal reference lines (e.g. the zero-filled and
+            the teacher's validation PSNR), drawn dashed and labelled.
+    """
     from matplotlib.figure import Figure
 
-    keys = [k for k in keys if any(k in h for h in history)]
+    runs = dict(history) if isinstance(history, Mapping) else {None: history}
+    keys = [k for k in keys if any(k in h for hist in runs.values() for h in hist)]
     fig = Figure(figsize=(4 * max(len(keys), 1), 3))
     axes = fig.subplots(1, max(len(keys), 1), squeeze=False)[0]
     for ax, k in zip(axes, keys):
-        xs = [h.get("epoch", i + 1) for i, h in enumerate(history) if k in h]
-        ys = [h[k] for h in history if k in h]
-        ax.plot(xs, ys, marker="o", ms=3)
+        for label, hist in runs.items():
+            xs = [h.get("epoch", i + 1) for i, h in enumerate(hist) if k in h]
+            ys = [h[k] for h in hist if k in h]
+            ax.plot(xs, ys, marker="o", ms=3, label=label)
+        for j, (label, v) in enumerate(((baselines or {}).get(k) or {}).items()):
+            ax.axhline(v, ls="--", lw=0.9, color=f"C{len(runs) + j}", label=f"{label} ({v:.2f})")
         ax.set_xlabel("epoch")
         ax.set_title(k, fontsize=9)
         ax.grid(alpha=0.3)
+        if len(runs) > 1 or (baselines or {}).get(k):
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
