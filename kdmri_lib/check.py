@@ -12,7 +12,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-__all__ = ["zero_filled", "energy_fraction", "sr_time_saving", "dead_zone_gradient", "pool_kd"]
+__all__ = ["zero_filled", "energy_fraction", "sr_time_saving", "dead_zone_gradient", "pool_kd", "windows", "bias_table",
+           "unshuffle_channels", "count", "best_model", "interval_excludes_zero"]
 
 
 def _say(ok: Optional[bool], text: str) -> Optional[bool]:
@@ -108,3 +109,75 @@ def pool_kd(answer, S: torch.Tensor, T: torch.Tensor, labelled: torch.Tensor) ->
     if abs(a - every) <= 1e-6 + 1e-4 * abs(every):
         return _say(False, "that is the mean over every sample; keep only those with labelled == 0")
     return _say(False, f"expected {want:.5f}; got {a:.5f}")
+
+
+def windows(answer, tokens: tuple[int, int], window: int) -> Optional[bool]:
+    """Exercise 02-1: attention windows per image on a ``tokens`` grid (padded up to a multiple of ``window``)."""
+    if answer is None:
+        return _say(None, "set n_windows to the number of attention windows of one image (the solution is below)")
+    nh, nw = -(-tokens[0] // window), -(-tokens[1] // window)
+    want = nh * nw
+    if int(answer) == want:
+        return _say(True, f"{nh} x {nw} = {want} windows of {window} x {window} tokens; attention costs "
+                          f"{want} x {window ** 4:,} token pairs instead of {(tokens[0] * tokens[1]) ** 2:,}")
+    if int(answer) == tokens[0] * tokens[1] // window:
+        return _say(False, "windows are 2-D: divide each side by the window size")
+    return _say(False, f"expected {want} (ceil({tokens[0]}/{window}) x ceil({tokens[1]}/{window})); got {answer}")
+
+
+def bias_table(answer, window: int) -> Optional[bool]:
+    """Exercise 02-2: entries (per head) of Swin's relative-position bias table for a ``window``."""
+    if answer is None:
+        return _say(None, "set n_bias to the number of relative offsets in one window (the solution is below)")
+    want = (2 * window - 1) ** 2
+    if int(answer) == want:
+        return _say(True, f"offsets -{window - 1}..{window - 1} on each axis: (2 x {window} - 1)^2 = {want}")
+    if int(answer) == window ** 4:
+        return _say(False, "that is one bias per token pair; pairs with the same offset share one")
+    return _say(False, f"expected {want}; got {answer}")
+
+
+def unshuffle_channels(answer, r: int, channels: int = 2) -> Optional[bool]:
+    """Exercise 03-1: channels of a ``channels``-channel image after ``PixelUnshuffle(r)``."""
+    if answer is None:
+        return _say(None, "set n_channels to the channel count after pixel-unshuffling (the solution is below)")
+    want = channels * r * r
+    if int(answer) == want:
+        return _say(True, f"{channels} x {r}^2 = {want} channels at 1/{r} of the height and width: the same numbers, "
+                          f"{r * r}x fewer positions for every convolution")
+    return _say(False, f"each {r} x {r} block of each of the {channels} channels becomes {r * r} channels; got {answer}")
+
+
+def count(answer, want: int, what: str) -> Optional[bool]:
+    """A count read off a model (e.g. exercise 03-2: the learnable step sizes)."""
+    if answer is None:
+        return _say(None, f"set the answer to the number of {what} (the solution is below)")
+    if int(answer) == int(want):
+        return _say(True, f"{want} {what}")
+    return _say(False, f"expected {want} {what}; got {answer}")
+
+
+def best_model(answer, rows, metric: str = "PSNR", learned_only: bool = True,
+               baselines: tuple = ("zero_filled", "lowres", "bicubic", "zero-filled", "low-res (nearest)")) -> Optional[bool]:
+    """Exercise 05-1: the name of the best row (``{"method", metric}`` dicts) by ``metric``."""
+    if answer is None:
+        return _say(None, "set best to the name of the best learned model (the solution is below)")
+    cand = [r for r in rows if not (learned_only and str(r["method"]) in baselines)]
+    best = max(cand, key=lambda r: r[metric])
+    if str(answer) == str(best["method"]):
+        return _say(True, f"{best['method']} ({best[metric]:.2f} dB {metric})")
+    names = [str(r["method"]) for r in cand]
+    if str(answer) not in names:
+        return _say(False, f"{answer!r} is not one of the learned models: {', '.join(names)}")
+    return _say(False, f"{answer} has {next(r[metric] for r in cand if str(r['method']) == str(answer)):.2f} dB; "
+                       f"another model is higher")
+
+
+def interval_excludes_zero(answer, lo: float, hi: float) -> Optional[bool]:
+    """Exercise 05-2: does a 95 % interval ``[lo, hi]`` of a difference exclude 0 (True / False)?"""
+    if answer is None:
+        return _say(None, "set significant to True or False (the solution is below)")
+    want = bool(lo > 0 or hi < 0)
+    if bool(answer) == want:
+        return _say(True, f"[{lo:+.3f}, {hi:+.3f}] {'excludes' if want else 'contains'} 0")
+    return _say(False, f"look at the signs of the two ends: [{lo:+.3f}, {hi:+.3f}]")

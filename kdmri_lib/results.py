@@ -25,10 +25,13 @@ import torch
 from .atomic import write_json, write_text
 
 #: (display name, checkpoint path inside run_dir), in the order of the results table
+#: (display name, path in run_dir): notebook 04's pair is the distilled student and its control (the
+#: student alone on the same references, final weights); notebook 03's student trained on every slice
 CHECKPOINTS = (
     ("U-Net (fastMRI)", "unet/best.pt"),
-    ("student alone", "student/best.pt"),
-    ("distilled student", "distill/best.pt"),
+    ("student alone", "student_refs/last.pt"),
+    ("student · every training slice", "student/best.pt"),
+    ("distilled student", "distill/last.pt"),
     ("teacher", "teacher/best.pt"),
     ("teacher (corrected)", "distill/teacher_last.pt"),
 )
@@ -63,8 +66,8 @@ def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: 
         for e in zoo.manifest()["models"]:
             if (e["task"], int(e["factor"])) == (task, int(factor)):
                 model, _ = zoo.load(e["name"], device=device)
-                out[f"{labels.get(e['kind'], e['kind'])} · zoo {e['preset']}"] = {"model": model.eval(),
-                                                                               "source": zoo.PREFIX + e["name"]}
+                out[f"{labels.get(e['kind'], e['kind'])} · zoo {e['name']}"] = {"model": model.eval(),
+                                                                             "source": zoo.PREFIX + e["name"]}
     return out
 
 
@@ -286,5 +289,6 @@ def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, facto
              "PSNR": r.get("PSNR"), "PSNR_sd": r.get("PSNR_sd"), "SSIM": r.get("SSIM"),
              "held-out PSNR": r.get("heldout_PSNR"), "seeds": r.get("seeds")} for r in found["rows"]]
     comps = comparison_sentences(found["rows"], found.get("meta", {}).get("comparisons", []))
-    return {"rows": rows, "comparisons": comps, "source": found["source"], "budget": budget, "settings": st,
+    return {"rows": rows, "comparisons": comps, "pairs": found.get("meta", {}).get("comparisons", []),
+            "source": found["source"], "budget": budget, "settings": st,
             "raw": found["rows"], "command": found.get("meta", {}).get("command")}

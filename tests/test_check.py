@@ -42,3 +42,18 @@ def test_unattempted_exercises_are_reported_not_raised(capsys):
                      (kd.check.pool_kd, (torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(1)))):
         assert fn(None, *args) is None
     assert capsys.readouterr().out.count("[not attempted]") == 5
+
+
+def test_checks_of_notebooks_02_03_05(capsys):
+    assert kd.check.windows(49, (56, 56), 8) is True and kd.check.windows(392, (56, 56), 8) is False
+    assert kd.check.windows(4, (9, 9), 8) is True                     # padded up to whole windows
+    assert kd.check.bias_table(225, 8) is True and kd.check.bias_table(8 ** 4, 8) is False
+    assert kd.check.unshuffle_channels(32, 4) is True and kd.check.unshuffle_channels(16, 4) is False
+    assert kd.check.count(3, 3, "steps") is True and kd.check.count(2, 3, "steps") is False
+    rows = [{"method": "zero-filled", "PSNR": 30.0}, {"method": "student alone", "PSNR": 29.0},
+            {"method": "teacher", "PSNR": 28.0}]
+    assert kd.check.best_model("student alone", rows) is True          # the best *learned* model
+    assert kd.check.best_model("teacher", rows) is False and kd.check.best_model("magic", rows) is False
+    assert kd.check.interval_excludes_zero(True, 0.1, 0.4) is True
+    assert kd.check.interval_excludes_zero(True, -0.1, 0.4) is False
+    assert kd.check.interval_excludes_zero(False, -0.1, 0.4) is True
