@@ -66,12 +66,14 @@ class NotebookContext:
         first with the ``train`` fields of :class:`~kdmri_lib.train.TrainConfig` when it is
         missing; anything else: a checkpoint path. ``source``: file patterns of the protocol's
         source domain (:data:`kdmri_lib.protocol.DEFAULT`): only a teacher pre-trained on exactly
-        those files, so that it never saw the target domain.
+        those files, so that it never saw the target domain, of the preset ``train["preset"]``.
         """
         if teacher == "pretrained":
             from .pretrained import PREFIX, find
 
-            return PREFIX + find("teacher", self.task, self.factor, train_files=source)
+            # with a source domain, the preset asked for (notebook 04 distils from the same teacher as the ablation)
+            preset = train.get("preset") if source is not None else None
+            return PREFIX + find("teacher", self.task, self.factor, preset=preset, train_files=source)
         if teacher == "train":
             # a source-domain teacher: its final weights (best.pt is selected on validation slices,
             # which include the target domain's scored ones)
