@@ -359,38 +359,34 @@ class MRISliceDataset(SliceDataset):
             raise DataError(f"{fname}: unreadable header or attributes ({type(e).__name__}: {_first_line(e)}); the "
                             f"file may be truncated or corrupt") from None
 
-    def __getitem__(self, i: int) -> dict:
-        """fastMRI's ``SliceDataset.__getitem__`` (the same reads and transform call), with read errors
-        of a damaged file turned into a :class:`DataError` naming it; errors of the transform pass."""
+    def _read(self, i: int, target: bool):
+        """``(kspace, mask, target or None, attrs, fname, slice)`` of item ``i``; read errors of a damaged
+        file become a :class:`DataError` naming it. ``target=False``: neither the stored target nor
+        the ``max`` attribute is read."""
         fname, dataslice, metadata = self.raw_samples[i]
         try:
             with h5py.File(fname, "r") as hf:
                 kspace = hf["kspace"][dataslice]
                 mask = np.asarray(hf["mask"]) if "mask" in hf else None
-                target = hf[self.recons_key][dataslice] if self.recons_key in hf else None
-                attrs = dict(hf.attrs)
+                tgt = hf[self.recons_key][dataslice] if (target and self.recons_key in hf) else None
+                attrs = {k: v for k, v in hf.attrs.items() if target or k != "max"}
                 attrs.update(metadata)
         except _READ_ERRORS as e:
             raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
                             f"the file may be truncated or corrupt") from None
-        return self.transform(kspace, mask, target, attrs, fname.name, dataslice)
+        return kspace, mask, tgt, attrs, fname.name, dataslice
+
+    def __getitem__(self, i: int) -> dict:
+        """fastMRI's ``SliceDataset.__getitem__`` (the same reads and transform call), with read errors
+        of a damaged file turned into a :class:`DataError` naming it; errors of the transform pass."""
+        return self.transform(*self._read(i, target=True))
 
     def measurement(self, i: int) -> dict:
         """Item ``i`` without its ground truth: the file's ``kspace`` is read, its stored target and
         ``max`` attribute are not. ``y``, ``initial``, ``scale`` (from the measurement alone) and
         ``mask`` as in ``self[i]``; ``target`` is a zero tensor of the image's shape, ``max`` 0,
         ``labelled`` 0 (the measurement-only pool of :mod:`kdmri_lib.protocol`)."""
-        fname, dataslice, metadata = self.raw_samples[i]
-        try:
-            with h5py.File(fname, "r") as hf:
-                kspace = hf["kspace"][dataslice]
-                mask = np.asarray(hf["mask"]) if "mask" in hf else None
-                attrs = {k: v for k, v in hf.attrs.items() if k != "max"}
-                attrs.update(metadata)
-        except _READ_ERRORS as e:
-            raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
-                            f"the file may be truncated or corrupt") from None
-        sample = self.transform(kspace, mask, None, attrs, fname.name, dataslice)
+        sample = self.transform(*self._read(i, target=False))
         sample["target"] = torch.zeros_like(sample["target"])
         sample["max"] = torch.tensor(0.0)
         sample["labelled"] = torch.tensor(0.0)

@@ -583,11 +583,7 @@ def _update_grad_factors(state: DistillState, terms: dict, student: nn.Module, a
         params += [p for p in unwrap(adapters).parameters() if p.requires_grad]
 
     def norm(t):
-        if not t.requires_grad:
-            return 0.0
-        gs = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-        sq = [g.float().pow(2).sum() for g in gs if g is not None]
-        return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+        return _grad_norm(t, params) if t.requires_grad else 0.0
 
     g_rec = norm(terms["rec"])
     if not (g_rec > 0):
@@ -619,7 +615,12 @@ def gradient_norms(breakdown: LossBreakdown, module: nn.Module) -> dict[str, flo
         if t is None or w == 0 or not t.requires_grad:
             out[k] = 0.0
             continue
-        grads = torch.autograd.grad(w * t, params, retain_graph=True, allow_unused=True)
-        sq = [g.float().pow(2).sum() for g in grads if g is not None]
-        out[k] = float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+        out[k] = _grad_norm(w * t, params)
     return out
+
+
+def _grad_norm(t: torch.Tensor, params) -> float:
+    """L2 norm of the gradient of scalar ``t`` w.r.t. ``params`` (graph kept; nothing accumulated)."""
+    grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+    sq = [g.float().pow(2).sum() for g in grads if g is not None]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0

@@ -240,9 +240,9 @@ def _read_ablation(path: Path) -> Optional[dict]:
 
 def shipped_ablation() -> Path:
     """The default run's ``ablation.json`` shipped with the zoo (``kdmri_lib/pretrained/ablation.json``)."""
-    from .pretrained import ZOO_DIR
+    from .pretrained import ABLATION
 
-    return Path(ZOO_DIR) / "ablation.json"
+    return ABLATION
 
 
 def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, factor: int, preset: str = "tiny",
