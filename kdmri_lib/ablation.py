@@ -116,9 +116,13 @@ class AblationSettings:
     rows: Optional[Sequence[str]] = None
     force: bool = False
     progress: bool = True
+    jobs: int = 1
+    worker: Optional[tuple[int, int]] = None   # (k, n): train only the k-th of n shares, do not score
+    argv: Optional[Sequence[str]] = None       # the command line, passed on to --jobs workers
 
     def to_dict(self) -> dict:
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k != "protocol"}
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
+             if k not in ("protocol", "jobs", "worker", "argv")}
         d["protocol"] = {**self.protocol.to_dict(), "references": int(self.references)}
         return d
 
@@ -259,6 +263,25 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
         if not _finished(tcfg):
             log(f"[ablation] training the teacher on the source domain ({', '.join(s.protocol.source)}) ...")
             fit(tcfg)
+    learned = [(n, seed) for n in order if what_of[n] not in ("baseline", "teacher", "corrected") for seed in s.seeds]
+    if s.force:
+        for n, seed in learned:
+            d = Path(_train_config(s, n, what_of[n], seed).out_dir)
+            if d.exists() and s.worker is None:
+                shutil.rmtree(d)
+    finished_before = {(n, seed) for n, seed in learned if _finished(_train_config(s, n, what_of[n], seed))}
+    pending = [r for r in learned if r not in finished_before]
+    if s.worker is not None:   # one share of the training runs, no scoring
+        k, n_workers = s.worker
+        for name, seed in shares(pending, n_workers, what_of)[k]:
+            cfg = _train_config(s, name, what_of[name], seed)
+            log(f"[ablation] worker {k + 1}/{n_workers}: {name} seed {seed} ({cfg.epochs} x {cfg.steps_per_epoch} steps)")
+            fit(cfg)
+        return {}
+    if s.jobs > 1 and len(pending) > 1 and s.argv is None:
+        log("[ablation] jobs > 1 needs the command line (python -m kdmri_lib.ablation --jobs N); training here")
+    elif s.jobs > 1 and len(pending) > 1:
+        _run_workers(s, pending, what_of, log, command)
     for i, name in enumerate(order, 1):
         what = what_of[name]
         head = f"[ablation] {i:2d}/{len(order)} {name:<16}"
@@ -286,11 +309,11 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
             for seed in s.seeds:
                 cfg = _train_config(s, name, what, seed)
                 row_dir = Path(cfg.out_dir)
-                if s.force and row_dir.exists():
-                    shutil.rmtree(row_dir)
                 state = _finished(cfg)
-                if state:
+                if (name, seed) in finished_before:
                     reused.append(f"{name}/seed{seed}")
+                if state:
+                    pass
                 else:
                     log(f"{head} seed {seed}: training {cfg.mode} ({cfg.epochs} x {cfg.steps_per_epoch} steps)"
                         f"{' - resuming' if state is False else ''} ...")
@@ -323,6 +346,48 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
     log(f"[ablation] wrote {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'} "
         f"({meta['wall_time_s']:.0f} s)")
     return result
+
+
+#: relative cost of one training run of each kind (for sharing the runs among --jobs workers)
+_COST = {"unet": 1.0, "student": 1.0, "distill": 1.8}
+
+
+def shares(runs: Sequence[tuple[str, int]], n: int, what_of: dict) -> list[list[tuple[str, int]]]:
+    """Split ``runs`` ((row, seed) pairs) into ``n`` lists of about equal cost (longest first,
+    each to the least-loaded share); deterministic, so every worker computes the same split."""
+    def cost(r):
+        name = r[0]
+        c = _COST.get(what_of[name], 1.0)
+        return c * (1.6 if name == "student_matched" else 1.0) * (1.4 if name == "full" else 1.0)
+
+    out: list[list[tuple[str, int]]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for r in sorted(runs, key=lambda r: -cost(r)):
+        k = min(range(n), key=lambda j: (load[j], j))
+        out[k].append(r)
+        load[k] += cost(r)
+    return out
+
+
+def _run_workers(s: AblationSettings, pending, what_of, log, command: Optional[str]) -> None:
+    """Train the pending runs in ``s.jobs`` processes of ``cpu_count // jobs`` threads each (small
+    models use a few cores poorly, so two one-thread processes beat one two-thread one), then return."""
+    import os
+    import subprocess
+
+    n = min(s.jobs, len(pending))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    argv = list(s.argv or [])
+    log(f"[ablation] training {len(pending)} run(s) in {n} worker processes ({threads} thread(s) each) ...")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    for k in range(n):
+        cmd = [sys.executable, "-m", "kdmri_lib.ablation", *argv, "--jobs", "1", "--worker", f"{k + 1}/{n}",
+               "--no-progress"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise KdmriError(f"ablation worker(s) failed (exit codes {codes}); run the same command again to resume")
 
 
 def comparisons(rows: Sequence[dict]) -> list[dict]:
@@ -481,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation slices per training epoch (the table always scores every slice)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of rows ({', '.join(ROW_NAMES)})")
     p.add_argument("--force", action="store_true", help="retrain rows that already finished")
+    p.add_argument("--jobs", type=int, default=d.jobs,
+                   help="train the runs in this many processes (cpu_count // jobs threads each); 1 = in this process")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside a row")
     return p
 
@@ -499,7 +567,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          batch_size=args.batch_size, lr=args.lr, seeds=seeds, references=args.references,
                          device=args.device, val_slices=args.val_slices,
                          rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None,
-                         force=args.force, progress=not args.no_progress)
+                         force=args.force, progress=not args.no_progress, jobs=args.jobs)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if args.jobs < 1:
+        print(f"error: --jobs must be >= 1; got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.worker:
+        k, n = (int(x) for x in args.worker.split("/"))
+        s.worker = (k - 1, n)
+        import os
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    s.argv = [a for i, a in enumerate(argv) if a not in ("--force",) and not (a == "--jobs" or (i and argv[i - 1] == "--jobs"))
+              and not a.startswith("--jobs=")]
     try:
         data = Path(s.data)
         if not data.exists():
@@ -509,7 +589,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             build_demo_data(data, progress=False)
         import shlex
 
-        argv = list(sys.argv[1:] if argv is None else argv)
         run(s, log=lambda m: print(m, flush=True), command=" ".join(["python -m kdmri_lib.ablation", *map(shlex.quote, argv)]))
         return 0
     except TrainingInterrupted as e:

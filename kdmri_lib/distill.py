@@ -71,6 +71,7 @@ from torch import nn
 from . import losses as L
 from .errors import ConfigError, check_choice, check_float, check_int
 from .models.adapters import Adapters
+from .teacher_cache import TeacherCache
 
 __all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_PIECES",
            "Adapters", "gradient_norms", "teacher_tta", "unwrap"]
@@ -78,6 +79,8 @@ __all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "
 CONFIDENCE_MODES = ("none", "hard", "soft", "uncertainty")
 BALANCE_MODES = ("none", "magnitude", "gradnorm")
 KD_ON = ("all", "unlabelled")
+#: what teacher correction updates (DistillConfig.t_params)
+T_PARAMS = ("head", "all")
 #: student loss terms (keys of ``LossBreakdown.terms`` / ``weights``) in log order
 STUDENT_TERMS = ("rec", "edge", "kd", "feat", "att")
 
@@ -126,6 +129,13 @@ class DistillConfig:
         gradnorm_every: steps between gradient-norm measurements of ``balance="gradnorm"``.
         kd_loss, kd_delta: the output-distillation penalty, ``"l1"`` or ``"huber"`` with
             threshold ``kd_delta`` (:func:`kdmri_lib.losses.output_distillation`).
+        t_params: what the correction updates: ``"head"`` (the teacher's reconstruction head,
+            :meth:`SwinTeacher.head_parameters`; the body that carries the source domain's knowledge
+            stays frozen, so 12 references cannot over-fit it, and a memoised body makes the corrected
+            teacher cheap, :mod:`kdmri_lib.teacher_cache`) or ``"all"`` (every parameter).
+        relabel_every: head correction with a memoised teacher: teacher steps after which the
+            pool's augmented labels are recomputed with the corrected head.
+        t_every: the teacher takes a correction step every ``t_every`` student steps (1 = every step).
 
     ``confidence="uncertainty"`` weights the teacher by its own test-time-augmentation agreement
     (:func:`kdmri_lib.losses.uncertainty_weights`), which — unlike ``"hard"`` / ``"soft"`` — needs no
@@ -158,6 +168,9 @@ class DistillConfig:
     gradnorm_every: int = 20
     kd_loss: str = "l1"
     kd_delta: float = 0.02
+    t_params: str = "all"
+    relabel_every: int = 100
+    t_every: int = 1
 
     def __post_init__(self):
         self.validate()
@@ -180,6 +193,9 @@ class DistillConfig:
         self.t_anchor = check_float("distill.t_anchor", self.t_anchor, minimum=0.0)
         self.gradnorm_every = check_int("distill.gradnorm_every", self.gradnorm_every, minimum=1)
         check_choice("distill.kd_loss", self.kd_loss, ("l1", "huber"))
+        check_choice("distill.t_params", self.t_params, T_PARAMS)
+        self.relabel_every = check_int("distill.relabel_every", self.relabel_every, minimum=1)
+        self.t_every = check_int("distill.t_every", self.t_every, minimum=1)
         self.kd_delta = check_float("distill.kd_delta", self.kd_delta, minimum=0.0, strict_min=True)
         for name in ("w_rec", "w_edge", "w_kd", "w_feat", "w_att", "t_edge_weight", "t_error_focus", "t_feedback_weight"):
             setattr(self, name, check_float(f"distill.{name}", getattr(self, name), minimum=0.0))
@@ -205,16 +221,17 @@ class DistillConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "DistillConfig":
         """The config of an ablation row (:data:`ABLATION_ROWS`), e.g. ``"kd_vanilla"``, ``"full"``."""
-        check_choice("distill preset", name, tuple(ABLATION_ROWS))
-        return cls(**{**ABLATION_ROWS[name], **overrides})
+        rows = {**ABLATION_ROWS, **CANDIDATE_ROWS}
+        check_choice("distill preset", name, tuple(rows))
+        return cls(**{**rows[name], **overrides})
 
 
 _VANILLA = dict(output_kd=True, feature_kd=True, attention_kd=True, edge=False, confidence="none",
                 correction=False, dynamic=False, balance="magnitude", kd_on="all", teacher_tta=False,
                 dynamic_floor=0.0, t_anchor=0.0)
 #: the distillation rows of the ablation, cumulative: vanilla KD (frozen teacher, L1 output
-#: distillation on every sample + adapters and attention maps), then + output KD only on the
-#: measurement-only pool (no dead zone), + the teacher's test-time-augmented label with its
+#: distillation on every sample + adapters and attention maps, magnitude balance), then + output KD
+#: only on the measurement-only pool (no dead zone), + the teacher's test-time-augmented label with its
 #: uncertainty as confidence, + dynamic weighting with a floor, + gradient-norm balance, + the
 #: regularised teacher correction (= the full method, :class:`DistillConfig` defaults).
 ABLATION_ROWS: dict[str, dict] = {
@@ -232,6 +249,20 @@ ABLATION_ROWS: dict[str, dict] = {
 ABLATION_PIECES: dict[str, tuple[str, ...]] = {
     "kd_pool": ("kd_on",), "kd_uncertainty": ("teacher_tta", "confidence"), "kd_dynamic": ("dynamic", "dynamic_floor"),
     "kd_gradnorm": ("balance",), "full": ("correction", "t_anchor"),
+}
+_OUT = {**_VANILLA, "balance": "none", "kd_on": "unlabelled", "feature_kd": False, "attention_kd": False}
+#: candidate rows for the next ablation ladder, measured in one-seed pilots only (not yet in the
+#: shipped ablation; see docs/training.md): vanilla KD at fixed weights; output-space transfer only
+#: on the pool (no adapters / attention maps, which at fixed weights pulled the student to the
+#: zero-filled level); and the head-only correction with a memoised body that relabels the pool.
+#: ``DistillConfig.preset`` accepts these names too.
+CANDIDATE_ROWS: dict[str, dict] = {
+    "kd_vanilla_fixed": {**_VANILLA, "balance": "none"},
+    "kd_output": dict(_OUT),
+    "kd_output_tta": {**_OUT, "teacher_tta": True, "confidence": "uncertainty"},
+    "full_head": {**_OUT, "teacher_tta": True, "confidence": "uncertainty", "dynamic": True, "dynamic_floor": 0.5,
+                  "balance": "gradnorm", "correction": True, "t_anchor": 1.0, "t_params": "head", "t_every": 4,
+                  "relabel_every": 50},
 }
 #: the paper's pieces as it states them (edge loss, GT-based confidence, correction, dynamic
 #: weighting without a floor), for comparison with the rows above
@@ -420,9 +451,11 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
         lab_idx, unl_idx = lab.nonzero().flatten(), (~lab).nonzero().flatten()
         n_lab, n_unl = int(lab_idx.numel()), int(unl_idx.numel())
 
+    cached = isinstance(teacher, TeacherCache)
     with _amp_ctx(device, amp):
         S, fs = student(y, op, return_features=True)
-        tctx = contextlib.nullcontext() if teacher_grad else torch.no_grad()
+        # a memoised teacher runs its head live (with gradients) on the references only, below
+        tctx = contextlib.nullcontext() if (teacher_grad and not cached) else torch.no_grad()
         with tctx:
             T, ft = teacher(y, op, return_features=True)
     S, T = S.float(), T.float()
@@ -430,7 +463,9 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     ft = [f.float() for f in ft]
     T_det = T.detach()
     ft_det = [f.detach() for f in ft]
-    if cfg.teacher_tta:   # the label: the mean of the teacher's augmented predictions
+    if cfg.teacher_tta and isinstance(teacher, TeacherCache):   # memoised (until the head's next relabelling)
+        T_label, spread = teacher.label(y, op, amp=amp)
+    elif cfg.teacher_tta:   # the label: the mean of the teacher's augmented predictions
         T_label, spread = teacher_tta(teacher, y, op, first=T_det, amp=amp)
     else:
         T_label, spread = T_det, None
@@ -540,7 +575,12 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     if cfg.correction:
         T_src = T if teacher_grad else T_det
         if n_lab:
-            tl = L.teacher_correction_loss(_select(T_src, lab_idx), S_l.detach(), x_l, edge_weight=cfg.t_edge_weight,
+            if cached and teacher_grad:
+                with _amp_ctx(device, amp):
+                    T_lab = teacher(_select(y, lab_idx), op).float()
+            else:
+                T_lab = _select(T_src, lab_idx)
+            tl = L.teacher_correction_loss(T_lab, S_l.detach(), x_l, edge_weight=cfg.t_edge_weight,
                                            error_focus=cfg.t_error_focus, feedback_weight=0.0)
             teacher_total = tl["loss"]
             teacher_terms = {k: float(tl[k]) for k in ("rec", "edge", "wrong_fraction")}
@@ -561,8 +601,11 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
         else:
             teacher_terms["feedback"] = 0.0
         teacher_terms["w_feedback"] = float(fb_w)
+        if cached and teacher_grad and not n_lab:
+            teacher_total = sum(p.sum() * 0.0 for p in teacher.teacher.parameters() if p.requires_grad)
         if cfg.t_anchor > 0 and teacher_anchor is not None and teacher_grad:
-            pen = L.anchor_penalty([p for p in unwrap(teacher).parameters()], teacher_anchor)
+            pen = L.anchor_penalty([p for p in (teacher.teacher if cached else unwrap(teacher)).parameters()],
+                                   teacher_anchor)
             teacher_total = teacher_total + cfg.t_anchor * pen
             teacher_terms["anchor"] = float(pen.detach())
 

@@ -103,6 +103,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from . import device as D
+from . import teacher_cache
 from .atomic import atomic_write, ensure_dir, remove_stale_temporaries, write_json, write_text
 from .checkpoint import (load_checkpoint, load_model, model_checkpoint, plain_rng_state, restore_rng_state,
                          save_checkpoint)
@@ -179,6 +180,9 @@ class TrainConfig:
         val_slices: cap on validation slices per epoch (:func:`kdmri_lib.reconstruct.select_slices`).
         val_batch_size: slices per forward pass in validation.
         natural: mix natural images 1:1 from ``data_dir/natural/train`` when that folder exists.
+        teacher_cache: distillation: memoise the teacher's frozen computations per training sample
+            (:mod:`kdmri_lib.teacher_cache`; exact; used for ``sr`` without natural images on one
+            process, with a frozen teacher or ``distill.t_params="head"``).
         train_files, val_files: file-name patterns (``fnmatch``, e.g. ``["*_sagittal_*"]``) selecting
             the training / validation files; None = every file of the split.
         references: train on only this many slices *with* ground truth (whole volumes picked by
@@ -222,6 +226,7 @@ class TrainConfig:
     val_files: Optional[list] = None
     references: Optional[int] = None
     unlabelled: bool = False
+    teacher_cache: bool = True
     distill: DistillConfig = field(default_factory=DistillConfig)
     model_overrides: dict = field(default_factory=dict)
     resume: bool = False
@@ -253,7 +258,7 @@ class TrainConfig:
         self.warmup_steps = check_int("warmup_steps", self.warmup_steps, minimum=0)
         if self.grad_clip is not None:
             self.grad_clip = check_float("grad_clip", self.grad_clip, minimum=0.0, strict_min=True)
-        for name in ("amp", "natural", "resume", "progress", "verbose", "unlabelled"):
+        for name in ("amp", "natural", "resume", "progress", "verbose", "unlabelled", "teacher_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or self.device.split(":")[0].strip().lower() not in D.DEVICE_CHOICES:
@@ -649,6 +654,10 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
                                             "preset": cfg.teacher_preset})
         if correction:
             teacher.train()
+            if dcfg.t_params == "head":   # the body keeps the source domain's knowledge; the head adapts
+                teacher.requires_grad_(False)
+                for p in teacher.head_parameters():
+                    p.requires_grad_(True)
         else:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -664,7 +673,8 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
     t_opt = t_sched = None
     teacher_lr = dcfg.teacher_lr if dcfg.teacher_lr is not None else 0.1 * cfg.lr
     if correction:
-        t_opt = torch.optim.AdamW(teacher.parameters(), lr=teacher_lr, weight_decay=cfg.weight_decay)
+        t_opt = torch.optim.AdamW([p for p in teacher.parameters() if p.requires_grad], lr=teacher_lr,
+                                  weight_decay=cfg.weight_decay)
         t_sched = torch.optim.lr_scheduler.LambdaLR(t_opt, lr_lambda(cfg.schedule, total_steps, cfg.warmup_steps))
     scaler = torch.amp.GradScaler(device.type) if D.needs_grad_scaler(device, amp) else None
     dstate = DistillState(dcfg.ema_decay, dcfg.dynamic_floor)
@@ -721,6 +731,18 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
 
     model_t, adapters_t = ddp(model), ddp(adapters)
     teacher_t = ddp(teacher) if correction else teacher
+    cache = None
+    if (distill and cfg.teacher_cache and not distributed and teacher_cache.usable(cfg.task, cfg.natural, teacher)
+            and (not correction or dcfg.t_params == "head")):
+        from .pretrained import resolve
+
+        store = teacher_cache.shared_store(str(resolve(cfg.teacher_checkpoint)), frozen=not correction)
+        teacher_t = cache = teacher_cache.TeacherCache(teacher, relabel_every=dcfg.relabel_every, store=store)
+        saved = ((ckpt or {}).get("distill") or {}).get("teacher_cache")
+        if saved:
+            cache.load_state(saved)
+        elif correction and global_step:   # resuming a run that did not memoise: relabel from here
+            cache.teacher_steps, cache.version = global_step, global_step // dcfg.relabel_every
 
     sampler = EpochSampler(train_ds, world, rank, cfg.seed, steps_per_epoch * cfg.batch_size)
     loader_gen = torch.Generator()
@@ -743,6 +765,8 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
             if adapters is not None:
                 dd["adapters"] = _state_cpu(adapters.state_dict())
                 dd["adapters_config"] = adapters.config
+            if cache is not None and correction:
+                dd["teacher_cache"] = cache.state()
             c["distill"] = dd
         return c
 
@@ -793,6 +817,8 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
                 batch = next(it)
                 row = _train_step(batch, cfg, device, amp, model_t, teacher_t, adapters_t, dstate, opt, t_opt, scaler,
                                   train_params, teacher, epoch, step, last_path, teacher_anchor)
+                if cache is not None and row.get("t_step"):
+                    cache.step()
                 sched.step()
                 if t_sched is not None:
                     t_sched.step()
@@ -886,12 +912,16 @@ def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapte
     if t_opt is not None:
         t_opt.zero_grad(set_to_none=True)
     t_loss = None
+    t_step = t_opt is not None and dstate.steps % cfg.distill.t_every == 0   # a teacher step this time
     if cfg.mode == "distill":
         lb = distill_losses(model_t, teacher_t, adapters_t, batch["y"], op, x, cfg.distill, dstate,
-                            teacher_grad=t_opt is not None, amp=amp, labelled=batch.get("labelled"),
+                            teacher_grad=t_step, amp=amp, labelled=batch.get("labelled"),
                             teacher_anchor=teacher_anchor)
         loss, t_loss = lb.total, lb.teacher_total
+        if not t_step:
+            t_loss = None
         row = lb.log_dict()
+        row["t_step"] = float(t_step)
         out = lb.maps["student"]
     else:
         with D.autocast(device, amp):
@@ -905,7 +935,7 @@ def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapte
     if scaler is not None:
         scaler.scale(both).backward()
         scaler.unscale_(opt)
-        if t_opt is not None:
+        if t_step:
             scaler.unscale_(t_opt)
     else:
         both.backward()
@@ -913,19 +943,19 @@ def _train_step(batch, cfg: TrainConfig, device, amp, model_t, teacher_t, adapte
     gn = float(torch.nn.utils.clip_grad_norm_(train_params, clip))
     row["grad_norm"] = gn
     tgn = None
-    if t_opt is not None:
+    if t_step:
         tgn = float(torch.nn.utils.clip_grad_norm_([p for p in teacher.parameters() if p.requires_grad], clip))
         row["t_grad_norm"] = tgn
     if scaler is None and _any_rank(not (math.isfinite(gn) and (tgn is None or math.isfinite(tgn))), device):
         _diverged(cfg, epoch, step, {**row, "grad_norm": gn}, last_path, what="gradient norm")
     if scaler is not None:
         scaler.step(opt)
-        if t_opt is not None:
+        if t_step:
             scaler.step(t_opt)
         scaler.update()
     else:
         opt.step()
-        if t_opt is not None:
+        if t_step:
             t_opt.step()
     lab = batch.get("labelled")
     keep = slice(None) if lab is None else lab > 0.5   # PSNR only where there is a ground truth

@@ -325,8 +325,20 @@ class SwinTeacher(ReconModel):
         return shift_mask(Hp, Wp, ws, ws // 2, device)
 
     def reconstruct(self, y: torch.Tensor, op: Operator, return_features: bool):
+        body = self.body(y, op, return_features)
+        return self.head(body, y, op), body["features"]
+
+    def body(self, y: torch.Tensor, op: Operator, return_features: bool = False) -> dict:
+        """Everything up to the reconstruction head: ``{"f": (B, C, h, w) deep features after
+        ``conv_after_body`` + the shallow skip, "features": the groups' token maps ``[(B, C, h, w)]``
+        (empty without ``return_features``), "std": (B, 1, 1, 1) input scale (magnitude domain) or None, "hw": the image's (h, w) before
+        padding to the window size}``.
+
+        :meth:`head` maps it to the image; split so that a teacher whose body is frozen can be
+        memoised per measurement (:class:`kdmri_lib.teacher_cache.TeacherCache`) while its head learns."""
         x0 = op.initial(y)                                   # complex (B,1,h,w)
         h, w = x0.shape[-2:]
+        std = None
         if self.domain == "magnitude":   # fastMRI's U-Net input: the magnitude, normalised per image
             m0 = magnitude(x0)
             mean = m0.mean(dim=(-2, -1), keepdim=True)
@@ -344,15 +356,25 @@ class SwinTeacher(ReconModel):
             if return_features:
                 features.append(crop_to(t.permute(0, 3, 1, 2), (h, w)))
         f = self.conv_after_body(self.norm(t).permute(0, 3, 1, 2)) + f0
+        return {"f": f, "features": features, "std": std, "hw": (h, w)}
+
+    def head_parameters(self) -> list:
+        """The parameters of :meth:`head` (the correction's ``t_params="head"`` subset)."""
+        return list(self.tail.parameters())
+
+    def head(self, body: dict, y: torch.Tensor, op: Operator, tail: Optional[nn.Module] = None) -> torch.Tensor:
+        """The reconstruction head on :meth:`body`'s output: the residual image + data consistency,
+        magnitude ``(B, 1, *op.shape)``. ``tail``: a stand-in for ``self.tail`` (a snapshot of it)."""
+        h, w = body["hw"]
         s = self.factor if self.task == "sr" else 1
-        head = crop_to(self.tail(f), (h * s, w * s))
+        head = crop_to((tail or self.tail)(body["f"]), (h * s, w * s))
         base = op.adjoint(y)                                 # sr: sinc-interpolated, cs: zero-filled
         if self.domain == "magnitude":
-            return magnitude(base) + std * head, features
+            return magnitude(base) + body["std"] * head
         z = base + channels_to_complex(head)
         if self.dc_output:   # the measured k-space samples exactly as measured
             z = project_onto_measurements(z, y, op)
-        return magnitude(z), features
+        return magnitude(z)
 
     @torch.no_grad()
     def attention_maps(self, y: torch.Tensor, op: Operator, group: int = 0, layer: int = 0) -> AttentionMaps:
