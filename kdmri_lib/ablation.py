@@ -264,10 +264,10 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
             log(f"[ablation] training the teacher on the source domain ({', '.join(s.protocol.source)}) ...")
             fit(tcfg)
     learned = [(n, seed) for n in order if what_of[n] not in ("baseline", "teacher", "corrected") for seed in s.seeds]
-    if s.force:
+    if s.force:   # (workers never get --force: the parent clears the runs before it starts them)
         for n, seed in learned:
             d = Path(_train_config(s, n, what_of[n], seed).out_dir)
-            if d.exists() and s.worker is None:
+            if d.exists():
                 shutil.rmtree(d)
     finished_before = {(n, seed) for n, seed in learned if _finished(_train_config(s, n, what_of[n], seed))}
     pending = [r for r in learned if r not in finished_before]
@@ -281,7 +281,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
     if s.jobs > 1 and len(pending) > 1 and s.argv is None:
         log("[ablation] jobs > 1 needs the command line (python -m kdmri_lib.ablation --jobs N); training here")
     elif s.jobs > 1 and len(pending) > 1:
-        _run_workers(s, pending, what_of, log, command)
+        _run_workers(s, pending, log)
     for i, name in enumerate(order, 1):
         what = what_of[name]
         head = f"[ablation] {i:2d}/{len(order)} {name:<16}"
@@ -309,12 +309,12 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
             for seed in s.seeds:
                 cfg = _train_config(s, name, what, seed)
                 row_dir = Path(cfg.out_dir)
-                state = _finished(cfg)
                 if (name, seed) in finished_before:
                     reused.append(f"{name}/seed{seed}")
-                if state:
-                    pass
-                else:
+                    state = True
+                else:   # trained by a worker, or still to train (or resume) here
+                    state = _finished(cfg)
+                if not state:
                     log(f"{head} seed {seed}: training {cfg.mode} ({cfg.epochs} x {cfg.steps_per_epoch} steps)"
                         f"{' - resuming' if state is False else ''} ...")
                     fit(cfg)
@@ -348,17 +348,16 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
     return result
 
 
-#: relative cost of one training run of each kind (for sharing the runs among --jobs workers)
-_COST = {"unet": 1.0, "student": 1.0, "distill": 1.8}
+#: relative cost of one training run, by row name or else by kind (for sharing the runs among --jobs
+#: workers); from one-seed pilots at 2 x 300 steps: student 66 s, distillation rows 160-220 s, full 285 s
+_COST = {"unet": 1.0, "student": 1.0, "student_matched": 1.6, "distill": 2.8, "full": 4.3}
 
 
 def shares(runs: Sequence[tuple[str, int]], n: int, what_of: dict) -> list[list[tuple[str, int]]]:
     """Split ``runs`` ((row, seed) pairs) into ``n`` lists of about equal cost (longest first,
     each to the least-loaded share); deterministic, so every worker computes the same split."""
     def cost(r):
-        name = r[0]
-        c = _COST.get(what_of[name], 1.0)
-        return c * (1.6 if name == "student_matched" else 1.0) * (1.4 if name == "full" else 1.0)
+        return _COST.get(r[0], _COST.get(what_of[r[0]], 1.0))
 
     out: list[list[tuple[str, int]]] = [[] for _ in range(n)]
     load = [0.0] * n
@@ -369,7 +368,7 @@ def shares(runs: Sequence[tuple[str, int]], n: int, what_of: dict) -> list[list[
     return out
 
 
-def _run_workers(s: AblationSettings, pending, what_of, log, command: Optional[str]) -> None:
+def _run_workers(s: AblationSettings, pending, log) -> None:
     """Train the pending runs in ``s.jobs`` processes of ``cpu_count // jobs`` threads each (small
     models use a few cores poorly, so two one-thread processes beat one two-thread one), then return."""
     import os
@@ -578,8 +577,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import os
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    s.argv = [a for i, a in enumerate(argv) if a not in ("--force",) and not (a == "--jobs" or (i and argv[i - 1] == "--jobs"))
-              and not a.startswith("--jobs=")]
+    s.argv, skip = [], False   # the workers' command line: without --force and --jobs N
+    for a in argv:
+        if skip or a == "--force" or a.startswith("--jobs="):
+            skip = False
+        elif a == "--jobs":
+            skip = True
+        else:
+            s.argv.append(a)
     try:
         data = Path(s.data)
         if not data.exists():

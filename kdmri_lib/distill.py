@@ -601,8 +601,6 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
         else:
             teacher_terms["feedback"] = 0.0
         teacher_terms["w_feedback"] = float(fb_w)
-        if cached and teacher_grad and not n_lab:
-            teacher_total = sum(p.sum() * 0.0 for p in teacher.teacher.parameters() if p.requires_grad)
         if cfg.t_anchor > 0 and teacher_anchor is not None and teacher_grad:
             pen = L.anchor_penalty([p for p in (teacher.teacher if cached else unwrap(teacher)).parameters()],
                                    teacher_anchor)

@@ -105,3 +105,12 @@ def test_the_shipped_ablation_matches_the_default_settings():
         assert found["settings"][k] == d[k], k
     assert [r["name"] for r in found["rows"]] == list(A.ROW_NAMES)
     assert found["meta"]["command"].startswith("python -m kdmri_lib.ablation")
+
+
+def test_worker_shares_cover_every_run_once_and_balance_the_cost():
+    what_of = {n: w for n, _, w in A.ROWS}
+    runs = [(n, s) for n in A.ROW_NAMES if what_of[n] in ("unet", "student", "distill") for s in (0, 1, 2)]
+    parts = A.shares(runs, 2, what_of)
+    assert sorted(r for p in parts for r in p) == sorted(runs) and parts == A.shares(runs, 2, what_of)
+    cost = [sum(A._COST.get(n, A._COST.get(what_of[n], 1.0)) for n, _ in p) for p in parts]
+    assert max(cost) - min(cost) <= max(A._COST.values())

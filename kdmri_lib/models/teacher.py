@@ -367,7 +367,7 @@ class SwinTeacher(ReconModel):
         magnitude ``(B, 1, *op.shape)``. ``tail``: a stand-in for ``self.tail`` (a snapshot of it)."""
         h, w = body["hw"]
         s = self.factor if self.task == "sr" else 1
-        head = crop_to((tail or self.tail)(body["f"]), (h * s, w * s))
+        head = crop_to((self.tail if tail is None else tail)(body["f"]), (h * s, w * s))
         base = op.adjoint(y)                                 # sr: sinc-interpolated, cs: zero-filled
         if self.domain == "magnitude":
             return magnitude(base) + body["std"] * head
