@@ -742,7 +742,8 @@ def _fit(cfg: TrainConfig, device: torch.device, stop: _StopFlag) -> TrainResult
         if saved:
             cache.load_state(saved)
         elif correction and global_step:   # resuming a run that did not memoise: relabel from here
-            cache.teacher_steps, cache.version = global_step, global_step // dcfg.relabel_every
+            cache.teacher_steps = -(-global_step // dcfg.t_every)   # teacher steps so far (one every t_every)
+            cache.version = cache.teacher_steps // dcfg.relabel_every
 
     sampler = EpochSampler(train_ds, world, rank, cfg.seed, steps_per_epoch * cfg.batch_size)
     loader_gen = torch.Generator()
