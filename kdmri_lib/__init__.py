@@ -9,7 +9,8 @@ Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
 Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device``, ``resources`` -> ``physics`` /
 ``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` (+ ``protocol``) / ``real_data`` -> ``metrics`` ->
-``models`` -> ``losses`` -> ``distill`` -> ``train`` / ``reconstruct`` -> ``profile`` /
+``models`` -> ``losses`` -> ``distill`` -> ``run_config`` -> ``schedule`` / ``run_log`` -> ``trainer`` ->
+``train`` / ``reconstruct`` -> ``profile`` /
 ``ablation`` -> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook``.
 """
 
@@ -22,7 +23,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
-    "metrics", "models", "losses", "checkpoint", "distill", "train", "reconstruct", "profile", "ablation", "viz",
+    "metrics", "models", "losses", "checkpoint", "distill", "run_config", "schedule", "run_log", "trainer", "train",
+    "reconstruct", "profile", "ablation", "viz",
     "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol", "check",
 )
 

@@ -48,20 +48,16 @@ TRAIN_DRIVER = textwrap.dedent(r'''
     how, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     if how == "pause":
         ready, go, argv = Path(argv[0]), Path(argv[1]), argv[2:]
-    if how in ("kill", "term", "pause"):             # after global step `at`
-        real, n = T._train_step, [0]
-        def step(*a, **k):
-            out = real(*a, **k)
-            n[0] += 1
-            if n[0] == at and how == "pause":
+    if how in ("kill", "term", "pause"):             # after global step `at` (a public step hook)
+        def step(trainer, row):
+            if row["global_step"] == at and how == "pause":
                 ready.touch()
                 t0 = time.time()
                 while not go.exists() and time.time() - t0 < 300:
                     time.sleep(0.01)
-            elif n[0] == at:
+            elif row["global_step"] == at:
                 os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGTERM)
-            return out
-        T._train_step = step
+        T.add_step_hook(step)
     elif how == "kill-in-write":                     # half-way through the `at`-th checkpoint write
         real_save, n = torch.save, [0]
         def save(obj, f, *a, **k):

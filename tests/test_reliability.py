@@ -699,9 +699,8 @@ def test_loss_explorer_out_of_memory_is_advice(monkeypatch):
 def test_training_out_of_memory_is_advice(demo_dir, tmp_path, monkeypatch):
     from kdmri_lib import train as T
 
-    def oom(*a, **k):
+    def oom(trainer, row):
         raise _cuda_oom()
 
-    monkeypatch.setattr(T, "_train_step", oom)
     with pytest.raises(resources.ResourceError, match=r"training ran out of memory.*batch_size=2"):
-        T.fit(tiny_cfg(demo_dir, tmp_path))
+        T.fit(tiny_cfg(demo_dir, tmp_path), on_step=oom)

@@ -125,7 +125,8 @@ def test_resume_after_epoch_one_equals_uninterrupted(demo_dir, tmp_path):
 def test_distill_resume_in_chunks_equals_uninterrupted(demo_dir, tmp_path):
     """Cosine schedule, teacher correction, adapters and the dynamic-weight EMA all resume exactly."""
     teacher = T.fit(tiny_cfg(demo_dir, tmp_path / "t", mode="teacher", steps_per_epoch=2)).last_checkpoint
-    kw = dict(mode="distill", teacher_checkpoint=str(teacher), epochs=2, steps_per_epoch=2)
+    kw = dict(mode="distill", teacher_checkpoint=str(teacher), epochs=2, steps_per_epoch=2,
+              distill=DistillConfig(feature_kd=True, attention_kd=True))
     T.fit(tiny_cfg(demo_dir, tmp_path / "full", **kw))
     T.fit(tiny_cfg(demo_dir, tmp_path / "split", epoch_limit=1, **kw))
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
@@ -143,27 +144,23 @@ def test_resume_refuses_other_settings(demo_dir, tmp_path):
         T.fit(tiny_cfg(demo_dir, tmp_path, steps_per_epoch=1, epochs=2, batch_size=3, resume=True))
 
 
-def test_sigint_in_process_writes_interrupt_checkpoint_and_resumes_exactly(demo_dir, tmp_path, monkeypatch):
+def test_sigint_in_process_writes_interrupt_checkpoint_and_resumes_exactly(demo_dir, tmp_path):
     kw = dict(epochs=2, steps_per_epoch=3)
     T.fit(tiny_cfg(demo_dir, tmp_path / "full", **kw))
-    real_step, calls = T._train_step, []
+    calls = []
 
-    def step_then_signal(*a, **k):
-        out = real_step(*a, **k)
-        calls.append(1)
+    def signal_after_step_4(trainer, row):
+        calls.append(row["global_step"])
         if len(calls) == 4:                       # epoch 2, after its first step
             os.kill(os.getpid(), signal.SIGINT)
-        return out
 
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(T, "_train_step", step_then_signal)
     with pytest.raises(T.TrainingInterrupted, match=r"interrupted at epoch 2 step 1; resume with --resume") as ei:
-        T.fit(tiny_cfg(demo_dir, tmp_path / "int", **kw))
+        T.fit(tiny_cfg(demo_dir, tmp_path / "int", **kw), on_step=signal_after_step_4)
     assert signal.getsignal(signal.SIGINT) is before            # handlers restored
     assert (ei.value.epoch, ei.value.step) == (2, 1)
     ck = load_checkpoint(tmp_path / "int" / "last.pt")
     assert ck["interrupted"] and (ck["epoch"], ck["step"], ck["global_step"]) == (1, 1, 4)
-    monkeypatch.setattr(T, "_train_step", real_step)
     res = T.fit(tiny_cfg(demo_dir, tmp_path / "int", resume=True, **kw))
     assert_same_weights(state_of(tmp_path / "full" / "last.pt"), state_of(tmp_path / "int" / "last.pt"))
     full_hist = json.loads((tmp_path / "full" / "history.json").read_text())
@@ -300,14 +297,16 @@ def test_checkpoints_hold_plain_data_only(tmp_path):
 
 
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(demo_dir, tmp_path, monkeypatch, capsys):
-    real, calls = T.reconstruction_loss, []
+    from kdmri_lib import trainer
+
+    real, calls = trainer.reconstruction_loss, []
 
     def nan_in_epoch_two(pred, target):
         calls.append(1)
         loss = real(pred, target)
         return loss * float("nan") if len(calls) > 2 else loss
 
-    monkeypatch.setattr(T, "reconstruction_loss", nan_in_epoch_two)
+    monkeypatch.setattr(trainer, "reconstruction_loss", nan_in_epoch_two)
     with pytest.raises(T.TrainingDiverged, match=r"epoch 2 step 1.*not finite.*last good checkpoint.*lower learning rate"):
         T.fit(tiny_cfg(demo_dir, tmp_path, steps_per_epoch=2, epochs=3))
     ck = load_checkpoint(tmp_path / "last.pt")
@@ -344,3 +343,23 @@ def test_cli_help_documents_every_flag(capsys):
         assert flag in out
     parser = T.build_parser()
     assert all(a.help for a in parser._actions)
+
+
+def test_distillation_flags_are_generated_from_the_config():
+    """Every DistillConfig field is a flag with the config's default in its help; a flag overrides the
+    row it starts from, an absent flag leaves it."""
+    import dataclasses
+
+    from kdmri_lib.distill import DistillConfig
+
+    parser = T.build_parser()
+    helps = {o: a.help for a in parser._actions for o in a.option_strings}
+    for f in dataclasses.fields(DistillConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in helps and f"(default: {getattr(DistillConfig(), f.name)})" in helps[flag], flag
+    base = ["distill", "--data", "d", "--out", "o"]
+    cfg = T.config_from_args(parser.parse_args(base + ["--ablation-row", "kd_vanilla", "--no-feature-kd", "--w-kd", "0.5",
+                                                       "--confidence", "hard"]))
+    assert cfg.distill == DistillConfig.preset("kd_vanilla", feature_kd=False, w_kd=0.5, confidence="hard")
+    assert T.config_from_args(parser.parse_args(base)).distill == DistillConfig()
+    assert T.config_from_args(parser.parse_args(base + ["--feature-kd"])).distill.feature_kd is True
