@@ -32,6 +32,10 @@ def models():
     return s, t, Adapters.for_models(s, t)
 
 
+#: feature and attention-map distillation switched on (the full method transfers in output space only)
+FEATURES = dict(feature_kd=True, attention_kd=True)
+
+
 def _grad_norm(loss, module):
     gs = torch.autograd.grad(loss, [p for p in module.parameters()], retain_graph=True, allow_unused=True)
     return sum(float(g.abs().sum()) for g in gs if g is not None)
@@ -41,7 +45,7 @@ def _grad_norm(loss, module):
 def test_each_term_has_a_nonzero_gradient_wrt_the_student(batch, models, term):
     b, op = batch
     s, t, a = models
-    cfg = KD.DistillConfig(confidence="soft", kd_on="all", teacher_tta=False, edge=True)
+    cfg = KD.DistillConfig(confidence="soft", kd_on="all", teacher_tta=False, edge=True, **FEATURES)
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg)
     assert lb.terms[term].requires_grad
     assert lb.weights[term] > 0
@@ -67,7 +71,7 @@ def test_released_one_channel_kl_is_exactly_zero_with_zero_gradient(batch, model
 def test_breakdown_contents_and_no_grad(batch, models):
     b, op = batch
     s, t, a = models
-    cfg = KD.DistillConfig(kd_on="all", edge=True)   # every sample labelled: KD on all of them
+    cfg = KD.DistillConfig(kd_on="all", edge=True, **FEATURES)   # every sample labelled: KD on all of them
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, teacher_grad=True)
     for k in ("confidence", "student", "teacher", "student_error", "teacher_error"):
         assert lb.maps[k].shape == b["target"].shape and not lb.maps[k].requires_grad
@@ -104,7 +108,7 @@ def test_dynamic_weight_follows_the_error_ratio(batch, models):
     assert lags[0] > lags[1] > lags[2] > 0 and lags[3] == 0.0 and lags[4] == 0.0   # less teaching as the student catches up
     b, op = batch
     s, t, a = models
-    cfg = KD.DistillConfig(dynamic=True, ema_decay=0.5, balance=False)
+    cfg = KD.DistillConfig(dynamic=True, ema_decay=0.5, balance=False, **FEATURES)
     state = KD.DistillState(cfg.ema_decay)
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, state)
     assert 0 <= lb.dynamic <= 1
@@ -120,14 +124,14 @@ def test_dynamic_weight_follows_the_error_ratio(batch, models):
 def test_balance_scales_feature_terms_to_a_fraction_of_the_l1_loss(batch, models):
     b, op = batch
     s, t, a = models
-    cfg = KD.DistillConfig(dynamic=False, w_feat=0.1, w_att=0.2, t_feedback_weight=0.05, balance="magnitude")
+    cfg = KD.DistillConfig(dynamic=False, w_feat=0.1, w_att=0.2, t_feedback_weight=0.05, balance="magnitude", **FEATURES)
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, teacher_grad=True)
     rec = float(lb.terms["rec"].detach())
     for k, w in (("feat", 0.1), ("att", 0.2)):
         # a fresh state: the running magnitudes are this batch's values
         assert lb.weights[k] * float(lb.terms[k].detach()) == pytest.approx(w * rec, rel=1e-5)
     assert lb.teacher_terms["w_feedback"] * lb.teacher_terms["feedback"] == pytest.approx(0.05 * lb.teacher_terms["rec"], rel=1e-5)
-    unbalanced = KD.distill_losses(s, t, a, b["y"], op, b["target"], KD.DistillConfig(dynamic=False, balance=False))
+    unbalanced = KD.distill_losses(s, t, a, b["y"], op, b["target"], KD.DistillConfig(dynamic=False, balance=False, **FEATURES))
     assert unbalanced.weights["feat"] == KD.DistillConfig().w_feat
     # the factor carries no gradient: the feature gradient is the term's, scaled
     g_bal = KD.gradient_norms(lb, s)["feat"]
@@ -183,7 +187,7 @@ def test_frozen_teacher_never_changes_in_training(demo_dir, tmp_path, teacher_ck
 
 def test_corrected_teacher_learns_and_is_saved(demo_dir, tmp_path, teacher_ckpt):
     res = fit(tiny_cfg(demo_dir, tmp_path, mode="distill", teacher_checkpoint=str(teacher_ckpt),
-                       distill=KD.DistillConfig(teacher_lr=1e-3)))
+                       distill=KD.DistillConfig(teacher_lr=1e-3, t_params="all", t_every=1, **FEATURES)))
     before, _ = load_model(teacher_ckpt)
     changed = [k for k, v in before.state_dict().items() if not torch.equal(v, res.teacher.state_dict()[k])]
     assert changed
@@ -232,7 +236,7 @@ def test_config_validation_and_presets():
     v = KD.DistillConfig.preset("kd_vanilla")
     assert (v.output_kd, v.feature_kd, v.confidence, v.edge, v.correction, v.dynamic) == (True, True, "none", False, False, False)
     names = list(KD.ABLATION_ROWS)
-    assert names == ["kd_vanilla", "kd_pool", "kd_uncertainty", "kd_dynamic", "kd_gradnorm", "full"]
+    assert names == ["kd_vanilla", "kd_output", "kd_uncertainty", "kd_dynamic", "full"]
     # cumulative: each row switches on exactly its declared piece
     for prev, nxt in zip(names, names[1:]):
         diff = {k for k in KD.ABLATION_ROWS[nxt] if KD.ABLATION_ROWS[nxt][k] != KD.ABLATION_ROWS[prev][k]}

@@ -99,7 +99,7 @@ def test_head_correction_has_gradients_only_in_the_head_and_relabels_on_schedule
         torch.testing.assert_close(c2.label(b["y"], op)[0], after, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("row", ["kd_uncertainty", "full_head"])
+@pytest.mark.parametrize("row", ["kd_uncertainty", "full"])
 def test_distillation_trains_the_same_with_and_without_the_memo(demo_dir, tmp_path, row):
     tdir = tmp_path / "teacher"
     from kdmri_lib.train import fit
