@@ -407,7 +407,6 @@ def comparisons(rows: Sequence[dict]) -> list[dict]:
 
 
 def comparison_sentences(rows: Sequence[dict], comps: Sequence[dict]) -> list[str]:
-    label = {r["name"]: r["label"] for r in rows}
     lines = []
     for c in comps:
         where = "target-domain validation slices" if c["set"] == "scored" else "held-out real scan"

@@ -1,4 +1,5 @@
-r"""Corrective heterogeneous distillation: configuration, state and one batch's losses.
+r"""Corrective heterogeneous distillation: one batch's losses, their state and weighting (the switches
+and the ablation's rows are in :mod:`kdmri_lib.distill_config`, re-exported here).
 
 One function computes every term of one batch, for the training loop *and* for the notebook's
 interactive loss widget::
@@ -61,7 +62,6 @@ one-channel KL term is always logged: it is exactly 0.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -69,244 +69,16 @@ import torch
 from torch import nn
 
 from . import losses as L
-from .errors import ConfigError, check_choice, check_float, check_int
+from .distill_config import (ABLATION_PIECES, ABLATION_ROWS, BALANCE_MODES, CANDIDATE_ROWS, CONFIDENCE_MODES,
+                             FIELD_CHOICES, FIELD_HELP, KD_ON, PAPER_METHOD, STUDENT_TERMS, T_PARAMS, DistillConfig)
+from .errors import ConfigError
 from .models.adapters import Adapters
 from .teacher_cache import TeacherCache
 
 __all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_PIECES",
-           "Adapters", "gradient_norms", "teacher_tta", "unwrap"]
-
-CONFIDENCE_MODES = ("none", "hard", "soft", "uncertainty")
-BALANCE_MODES = ("none", "magnitude", "gradnorm")
-KD_ON = ("all", "unlabelled")
-#: what teacher correction updates (DistillConfig.t_params)
-T_PARAMS = ("head", "all")
-#: student loss terms (keys of ``LossBreakdown.terms`` / ``weights``) in log order
-STUDENT_TERMS = ("rec", "edge", "kd", "feat", "att")
-
-
-@dataclass
-class DistillConfig:
-    """Switches and weights of corrective distillation (the defaults are the full method).
-
-    Attributes:
-        output_kd: output distillation ``w ⊙ |S - T|``.
-        feature_kd: feature distillation through :class:`~kdmri_lib.models.adapters.Adapters`.
-        attention_kd: spatial attention-map transfer (raw student maps vs teacher token maps).
-        edge: Sobel edge loss of the student against the ground truth.
-        confidence: per-pixel teacher confidence ``w``: ``"none"`` (w = 1), ``"hard"``, ``"soft"``.
-        correction: the teacher keeps learning while teaching (its own optimiser, ``teacher_lr``);
-            ``False`` = frozen teacher (``eval()``, no gradient, never changes).
-        dynamic: scale the distillation terms by the error-ratio factor ``lambda``.
-        w_rec, w_edge, w_kd, w_feat, w_att: term weights (``>= 0``).
-        teacher_lr: learning rate of the teacher's AdamW in correction mode; ``None`` = 0.1 x the
-            student's learning rate.
-        t_edge_weight, t_error_focus, t_feedback_weight: the teacher-correction loss's
-            hyper-parameters (:func:`kdmri_lib.losses.teacher_correction_loss`); the feedback term
-            needs ``feature_kd`` (it uses the trained adapters) and is 0 without it. ``t_error_focus``
-            (extra weight on the pixels where the student beats the teacher) is 0 by default: with
-            an under-trained student those pixels are mostly noise, and ``t_error_focus = 1``
-            lowered the corrected teacher's validation PSNR by 0.05 dB in 100 steps on the demo
-            data, where plain continued training (0) raised it by 0.01 dB.
-        ema_decay: decay of the running averages (errors of dynamic weighting, term magnitudes of
-            ``balance``), in [0, 1).
-        kd_warmup_steps: linear ramp of the distillation weights over the first steps (0 = none).
-        balance: ``"none"``; ``"magnitude"`` (``True``): the feature-type terms' weights are
-            fractions of the running L1 loss (module docstring); ``"gradnorm"``: every
-            ``gradnorm_every`` steps the gradient norm of each distillation term (w.r.t. the
-            student) is measured, and its weight rescaled so that ``w_k`` is the fraction of the
-            reconstruction term's gradient norm it contributes (loss sizes are not gradient sizes:
-            measured 0.0146 rec / 0.0274 kd / 0.0098 att / 0.0018 feat at equal loss weights).
-        kd_on: where output distillation applies: ``"all"`` samples (the paper; on a sample with a
-            ground truth, L1 + L1 has a dead zone where the student lies between the truth and the
-            teacher) or ``"unlabelled"`` (only the measurement-only pool: the truth teaches where
-            there is one, the teacher where there is none — no pixel gets both).
-        teacher_tta: the teacher's label is the mean of its predictions under flips
-            (:func:`teacher_tta`); their spread feeds ``confidence="uncertainty"``.
-        dynamic_floor: lower bound of ``lambda`` (0 = the paper's rule, which dies).
-        t_anchor: correction: L2-SP weight keeping the teacher near its pre-trained weights
-            (:func:`kdmri_lib.losses.anchor_penalty`); 0 = none.
-        gradnorm_every: steps between gradient-norm measurements of ``balance="gradnorm"``.
-        kd_loss, kd_delta: the output-distillation penalty, ``"l1"`` or ``"huber"`` with
-            threshold ``kd_delta`` (:func:`kdmri_lib.losses.output_distillation`).
-        t_params: what the correction updates: ``"head"`` (the teacher's reconstruction head,
-            :meth:`SwinTeacher.head_parameters`; the body that carries the source domain's knowledge
-            stays frozen, so 12 references cannot over-fit it, and a memoised body makes the corrected
-            teacher cheap, :mod:`kdmri_lib.teacher_cache`) or ``"all"`` (every parameter).
-        relabel_every: head correction with a memoised teacher: teacher steps after which the
-            pool's augmented labels are recomputed with the corrected head.
-        t_every: the teacher takes a correction step every ``t_every`` student steps (1 = every step).
-
-    ``confidence="uncertainty"`` weights the teacher by its own test-time-augmentation agreement
-    (:func:`kdmri_lib.losses.uncertainty_weights`), which — unlike ``"hard"`` / ``"soft"`` — needs no
-    ground truth and so carries information the truth does not have (and works on the pool).
-    """
-
-    output_kd: bool = True
-    feature_kd: bool = False
-    attention_kd: bool = False
-    edge: bool = False
-    confidence: str = "uncertainty"
-    correction: bool = True
-    dynamic: bool = True
-    w_rec: float = 1.0
-    w_edge: float = 0.1
-    w_kd: float = 1.0
-    w_feat: float = 0.1
-    w_att: float = 0.1
-    teacher_lr: Optional[float] = None
-    t_edge_weight: float = 0.1
-    t_error_focus: float = 0.0
-    t_feedback_weight: float = 0.05
-    ema_decay: float = 0.9
-    kd_warmup_steps: int = 0
-    balance: Any = "gradnorm"
-    kd_on: str = "unlabelled"
-    teacher_tta: bool = True
-    dynamic_floor: float = 0.5
-    t_anchor: float = 1.0
-    gradnorm_every: int = 20
-    kd_loss: str = "l1"
-    kd_delta: float = 0.02
-    t_params: str = "head"
-    relabel_every: int = 50
-    t_every: int = 4
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "DistillConfig":
-        if isinstance(self.balance, bool):   # configurations written before "gradnorm" existed
-            self.balance = "magnitude" if self.balance else "none"
-        check_choice("distill.balance", self.balance, BALANCE_MODES)
-        for name in ("output_kd", "feature_kd", "attention_kd", "edge", "correction", "dynamic", "teacher_tta"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"distill.{name} must be True or False; got {getattr(self, name)!r}")
-        check_choice("distill.confidence", self.confidence, CONFIDENCE_MODES)
-        check_choice("distill.kd_on", self.kd_on, KD_ON)
-        if self.confidence == "uncertainty" and not self.teacher_tta:
-            raise ConfigError("distill.confidence='uncertainty' needs teacher_tta=True (the spread of the teacher's "
-                              "augmented predictions is its uncertainty)")
-        self.dynamic_floor = check_float("distill.dynamic_floor", self.dynamic_floor, minimum=0.0)
-        if self.dynamic_floor > 1.0:
-            raise ConfigError(f"distill.dynamic_floor must be in [0, 1]; got {self.dynamic_floor}")
-        self.t_anchor = check_float("distill.t_anchor", self.t_anchor, minimum=0.0)
-        self.gradnorm_every = check_int("distill.gradnorm_every", self.gradnorm_every, minimum=1)
-        check_choice("distill.kd_loss", self.kd_loss, ("l1", "huber"))
-        check_choice("distill.t_params", self.t_params, T_PARAMS)
-        self.relabel_every = check_int("distill.relabel_every", self.relabel_every, minimum=1)
-        self.t_every = check_int("distill.t_every", self.t_every, minimum=1)
-        self.kd_delta = check_float("distill.kd_delta", self.kd_delta, minimum=0.0, strict_min=True)
-        for name in ("w_rec", "w_edge", "w_kd", "w_feat", "w_att", "t_edge_weight", "t_error_focus", "t_feedback_weight"):
-            setattr(self, name, check_float(f"distill.{name}", getattr(self, name), minimum=0.0))
-        if self.teacher_lr is not None:
-            self.teacher_lr = check_float("distill.teacher_lr", self.teacher_lr, minimum=0.0, strict_min=True)
-        self.ema_decay = check_float("distill.ema_decay", self.ema_decay, minimum=0.0)
-        if self.ema_decay >= 1.0:
-            raise ConfigError(f"distill.ema_decay must be < 1; got {self.ema_decay}")
-        self.kd_warmup_steps = check_int("distill.kd_warmup_steps", self.kd_warmup_steps, minimum=0)
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DistillConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown distill option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**dict(d))
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "DistillConfig":
-        """The config of an ablation row (:data:`ABLATION_ROWS`), e.g. ``"kd_vanilla"``, ``"full"``."""
-        rows = {**ABLATION_ROWS, **CANDIDATE_ROWS}
-        check_choice("distill preset", name, tuple(rows))
-        return cls(**{**rows[name], **overrides})
-
-
-#: one line of help per :class:`DistillConfig` field: the command line's distillation flags are
-#: generated from the dataclass and this table (``python -m kdmri_lib.train --help``)
-FIELD_HELP: dict[str, str] = {
-    "output_kd": "output distillation w*rho(S - T)",
-    "feature_kd": "feature distillation through adapters (CNN features -> ViT token maps)",
-    "attention_kd": "spatial attention-map transfer",
-    "edge": "Sobel edge loss of the student against the ground truth",
-    "confidence": "per-pixel teacher confidence w",
-    "correction": "teacher correction: the teacher keeps learning while it teaches (else frozen)",
-    "dynamic": "scale the distillation terms by the student/teacher error-ratio factor lambda",
-    "w_rec": "weight of the student's L1 loss",
-    "w_edge": "weight of the student's edge loss",
-    "w_kd": "weight of output distillation",
-    "w_feat": "weight of feature distillation",
-    "w_att": "weight of attention transfer",
-    "teacher_lr": "teacher learning rate in correction mode (None: 0.1 x the student's)",
-    "t_edge_weight": "teacher correction: edge-loss weight",
-    "t_error_focus": "teacher correction: extra weight where the student beats the teacher",
-    "t_feedback_weight": "teacher correction: weight of the student-feedback term (needs feature KD)",
-    "ema_decay": "decay of the running averages (dynamic weighting, balance)",
-    "kd_warmup_steps": "linear ramp of the distillation weights over N steps",
-    "balance": "weights of the distillation terms: none, loss magnitude, or gradient norm",
-    "kd_on": "output distillation on every sample (all) or on the measurement-only pool (unlabelled)",
-    "teacher_tta": "the teacher's label is the mean of its predictions on flipped measurements",
-    "dynamic_floor": "lower bound of the dynamic factor lambda, in [0, 1]",
-    "t_anchor": "teacher correction: L2-SP weight towards the pre-trained weights",
-    "gradnorm_every": "steps between gradient-norm measurements (balance=gradnorm)",
-    "kd_loss": "output-distillation penalty rho",
-    "kd_delta": "Huber threshold of kd_loss=huber",
-    "t_params": "what the correction updates: the teacher's head or all its parameters",
-    "relabel_every": "head correction: teacher steps between relabellings of the pool",
-    "t_every": "the teacher takes a correction step every N student steps",
-}
-#: the choices of the string-valued fields
-FIELD_CHOICES: dict[str, tuple[str, ...]] = {
-    "confidence": CONFIDENCE_MODES, "balance": BALANCE_MODES, "kd_on": KD_ON, "kd_loss": ("l1", "huber"),
-    "t_params": T_PARAMS,
-}
-
-
-_VANILLA = dict(output_kd=True, feature_kd=True, attention_kd=True, edge=False, confidence="none",
-                correction=False, dynamic=False, balance="magnitude", kd_on="all", teacher_tta=False,
-                dynamic_floor=0.0, t_anchor=0.0, t_params="all", t_every=1, relabel_every=100)
-_POOL = {**_VANILLA, "kd_on": "unlabelled"}
-_OUTPUT = {**_POOL, "feature_kd": False, "attention_kd": False, "balance": "none"}
-_UNCERTAINTY = {**_OUTPUT, "teacher_tta": True, "confidence": "uncertainty"}
-_DYNAMIC = {**_UNCERTAINTY, "dynamic": True, "dynamic_floor": 0.5, "balance": "gradnorm"}
-#: the distillation rows of the ablation, cumulative: vanilla KD (frozen teacher, L1 output
-#: distillation on every sample + adapters and attention maps, magnitude balance); + output-space
-#: transfer on the measurement-only pool only (no L1 + L1 dead zone; no adapters / attention maps, as
-#: OFA-KD argues for CNN <- ViT); + the teacher's test-time-augmented label with its uncertainty as
-#: confidence; + dynamic weighting with a floor and gradient-norm balance; + the regularised teacher
-#: correction (head only, L2-SP anchored, relabelling the pool) = the full method, the
-#: :class:`DistillConfig` defaults. (``kd_pool``, the pool without the output-space step, is a
-#: candidate row: it measured within 0.02 dB of ``kd_vanilla`` in the pilots and the earlier ablation.)
-ABLATION_ROWS: dict[str, dict] = {
-    "kd_vanilla": dict(_VANILLA),
-    "kd_output": dict(_OUTPUT),
-    "kd_uncertainty": dict(_UNCERTAINTY),
-    "kd_dynamic": dict(_DYNAMIC),
-    "full": {**_DYNAMIC, "correction": True, "t_anchor": 1.0, "t_params": "head", "t_every": 4,
-             "relabel_every": 50},
-}
-#: what each row adds to the one before it (the fields it changes)
-ABLATION_PIECES: dict[str, tuple[str, ...]] = {
-    "kd_output": ("kd_on", "feature_kd", "attention_kd", "balance"),
-    "kd_uncertainty": ("teacher_tta", "confidence"), "kd_dynamic": ("dynamic", "dynamic_floor", "balance"),
-    "full": ("correction", "t_anchor", "t_params", "t_every", "relabel_every"),
-}
-#: rows measured in pilots that are not in the ablation's ladder; ``DistillConfig.preset`` accepts
-#: these names too: vanilla KD at fixed weights, vanilla KD on the pool only, and the correction of
-#: every teacher parameter
-#: (no memoised body: about 6x the cost of a head correction on a CPU).
-CANDIDATE_ROWS: dict[str, dict] = {
-    "kd_vanilla_fixed": {**_VANILLA, "balance": "none"},
-    "kd_pool": dict(_POOL),
-    "full_all": {**_DYNAMIC, "correction": True, "t_anchor": 1.0},
-}
-#: the paper's pieces as it states them (edge loss, GT-based confidence, correction, dynamic
-#: weighting without a floor), for comparison with the rows above
-PAPER_METHOD = {**_VANILLA, "edge": True, "confidence": "soft", "correction": True, "dynamic": True}
+           "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP", "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON",
+           "T_PARAMS", "STUDENT_TERMS", "Adapters", "gradient_norms", "teacher_tta", "unwrap", "student_terms",
+           "teacher_terms"]
 
 
 class DistillState:
@@ -448,15 +220,218 @@ def _select(t: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:
     return t if idx is None else t[idx]
 
 
+@dataclass
+class Passes:
+    """The forward passes of one batch (float32): student ``S`` and its feature maps ``fs``, teacher
+    ``T`` (graph to the teacher when it is corrected) and its token maps ``ft``, the teacher's label
+    ``T_label`` (``T`` or its test-time-augmented mean) and ``spread`` (None without augmentation), the
+    target ``x``, and which samples have a ground truth (``lab_idx`` / ``unl_idx``: indices, None when
+    every sample has one)."""
+
+    S: torch.Tensor
+    fs: list
+    T: torch.Tensor
+    ft: list
+    T_label: torch.Tensor
+    spread: Optional[torch.Tensor]
+    x: torch.Tensor
+    lab_idx: Optional[torch.Tensor]
+    unl_idx: Optional[torch.Tensor]
+    n_lab: int
+    n_unl: int
+    cached: bool
+
+    @property
+    def T_det(self) -> torch.Tensor:
+        return self.T.detach()
+
+    @property
+    def ft_det(self) -> list:
+        return [f.detach() for f in self.ft]
+
+
+def forward_passes(student: nn.Module, teacher: nn.Module, y: torch.Tensor, op, target: torch.Tensor,
+                   cfg: DistillConfig, teacher_grad: bool = False, amp: bool = False,
+                   labelled: Optional[torch.Tensor] = None) -> Passes:
+    """Run the student and the teacher on one batch (see :func:`distill_losses` for the arguments)."""
+    B = y.shape[0]
+    if labelled is None:
+        lab_idx = unl_idx = None
+        n_lab, n_unl = B, 0
+    else:
+        lab = labelled.reshape(-1).to(y.device) > 0.5
+        lab_idx, unl_idx = lab.nonzero().flatten(), (~lab).nonzero().flatten()
+        n_lab, n_unl = int(lab_idx.numel()), int(unl_idx.numel())
+    cached = isinstance(teacher, TeacherCache)
+    with _amp_ctx(y.device, amp):
+        S, fs = student(y, op, return_features=True)
+        # a memoised teacher runs its head live (with gradients) on the references only, in teacher_terms
+        tctx = contextlib.nullcontext() if (teacher_grad and not cached) else torch.no_grad()
+        with tctx:
+            T, ft = teacher(y, op, return_features=True)
+    S, T = S.float(), T.float()
+    if cfg.teacher_tta and cached:   # memoised (until the head's next relabelling)
+        T_label, spread = teacher.label(y, op, amp=amp)
+    elif cfg.teacher_tta:   # the label: the mean of the teacher's augmented predictions
+        T_label, spread = teacher_tta(teacher, y, op, first=T.detach(), amp=amp)
+    else:
+        T_label, spread = T.detach(), None
+    return Passes(S=S, fs=[f.float() for f in fs], T=T, ft=[f.float() for f in ft], T_label=T_label, spread=spread,
+                  x=target.float(), lab_idx=lab_idx, unl_idx=unl_idx, n_lab=n_lab, n_unl=n_unl, cached=cached)
+
+
+def weighting(p: Passes, cfg: DistillConfig, state: DistillState, fresh_state: bool) -> tuple[float, float, dict]:
+    """The dynamic factor ``lambda`` and the warm-up ramp of this batch (the state advances one step),
+    and the error maps ``|S - x|``, ``|T - x|`` with their means on the references."""
+    with torch.no_grad():
+        err_s = (p.S - p.x).abs()
+        err_t = (p.T_det - p.x).abs()
+        e_s = float(_select(err_s, p.lab_idx).mean()) if p.n_lab else float("nan")
+        e_t = float(_select(err_t, p.lab_idx).mean()) if p.n_lab else float("nan")
+    if cfg.dynamic:
+        lam = state.update(e_s, e_t) if p.n_lab else state.factor
+    else:
+        lam = 1.0
+    ramp = min(1.0, (state.steps + 1) / cfg.kd_warmup_steps) if cfg.kd_warmup_steps > 0 and not fresh_state else 1.0
+    state.steps += 1
+    return lam, ramp, {"student_error": err_s, "teacher_error": err_t, "e_s": e_s, "e_t": e_t}
+
+
+def _confidence(p: Passes, cfg: DistillConfig) -> torch.Tensor:
+    """The per-pixel confidence ``w``: GT-based modes on labelled samples (1 elsewhere), the teacher's
+    augmentation agreement everywhere."""
+    if cfg.confidence == "uncertainty":
+        return L.uncertainty_weights(p.spread)
+    if cfg.confidence == "none" or p.lab_idx is None:
+        return L.confidence_weights(p.S.detach(), p.T_label, p.x, cfg.confidence)
+    w_map = torch.ones_like(p.S)
+    if p.n_lab:
+        w_map[p.lab_idx] = L.confidence_weights(_select(p.S, p.lab_idx).detach(), _select(p.T_label, p.lab_idx),
+                                                _select(p.x, p.lab_idx), cfg.confidence)
+    return w_map
+
+
+def _switchable(on: bool, term, *args):
+    """``term(*args)`` with its graph when ``on``, else under ``no_grad`` on detached inputs (logged, weight 0)."""
+    if on:
+        return term(*args)
+    with torch.no_grad():
+        return term(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+
+
+def student_terms(p: Passes, cfg: DistillConfig, adapters: Optional[nn.Module], scale: float
+                  ) -> tuple[dict, dict, torch.Tensor, list]:
+    """The student's terms (unweighted, scalar tensors) and weights (``scale`` = lambda x ramp on the
+    distillation terms), the confidence map and the adapted student features.
+
+    ``rec`` and ``edge`` on the references; ``kd`` on every sample or on the pool (``kd_on``);
+    ``feat`` / ``att`` through the adapters; ``kl``, the released one-channel term (always 0)."""
+    S, x = p.S, p.x
+    S_l, x_l = _select(S, p.lab_idx), _select(x, p.lab_idx)
+    terms: dict[str, torch.Tensor] = {"rec": L.reconstruction_loss(S_l, x_l) if p.n_lab else S.sum() * 0.0}
+    weights: dict[str, float] = {"rec": cfg.w_rec}
+    terms["edge"] = _switchable(cfg.edge, L.edge_loss, S_l, x_l) if p.n_lab else S.new_zeros(())
+    weights["edge"] = cfg.w_edge if cfg.edge else 0.0
+    w_map = _confidence(p, cfg)
+    kd_idx = p.unl_idx if cfg.kd_on == "unlabelled" else None
+    if (S.shape[0] if kd_idx is None else p.n_unl):
+        terms["kd"] = _switchable(cfg.output_kd, L.output_distillation, _select(S, kd_idx), _select(p.T_label, kd_idx),
+                                  _select(w_map, kd_idx), cfg.kd_loss, cfg.kd_delta)
+    else:
+        terms["kd"] = S.sum() * 0.0
+    weights["kd"] = cfg.w_kd * scale if cfg.output_kd else 0.0
+    adapted: list[torch.Tensor] = []
+    ft_det = p.ft_det
+    if adapters is not None and p.ft:
+        sizes = [tuple(f.shape[-2:]) for f in p.ft]
+        if cfg.feature_kd:
+            adapted = adapters(p.fs, sizes)
+            terms["feat"] = L.feature_distillation(adapted, ft_det)
+        else:
+            with torch.no_grad():
+                terms["feat"] = L.feature_distillation(adapters([f.detach() for f in p.fs], sizes), ft_det)
+        weights["feat"] = cfg.w_feat * scale if cfg.feature_kd else 0.0
+    elif cfg.feature_kd:
+        raise ConfigError("feature_kd is on but no adapters were given; build them with Adapters.for_models(student, teacher)")
+    if p.fs and p.ft:
+        paired = unwrap(adapters).pair_student(p.fs) if adapters is not None else _default_pairs(p.fs, p.ft)
+        terms["att"] = _switchable(cfg.attention_kd, L.attention_transfer, paired, ft_det)
+        weights["att"] = cfg.w_att * scale if cfg.attention_kd else 0.0
+    with torch.no_grad():
+        terms["kl"] = L.released_kl_term(S.detach(), p.T_det)
+    return terms, weights, w_map, adapted
+
+
+def balance(terms: dict, weights: dict, cfg: DistillConfig, state: DistillState, p: Passes, student: nn.Module,
+            adapters: Optional[nn.Module]) -> None:
+    """Rescale the distillation weights in place: ``"magnitude"`` (feature-type terms relative to the
+    running L1 loss) or ``"gradnorm"`` (each term's gradient norm a fraction of rec's)."""
+    if cfg.balance == "magnitude":
+        rec_m = state.track("rec", float(terms["rec"].detach())) if p.n_lab else (
+            state.magnitudes["rec"].value if "rec" in state.magnitudes else 1.0)
+        for k in ("feat", "att"):
+            if k in terms:
+                weights[k] = weights[k] * (rec_m / max(state.track(k, float(terms[k].detach())), 1e-12))
+    elif cfg.balance == "gradnorm":
+        if p.S.requires_grad and p.n_lab and (not state.grad_factors or state.steps % cfg.gradnorm_every == 1
+                                              or cfg.gradnorm_every == 1):
+            _update_grad_factors(state, terms, student, adapters)
+        for k in ("kd", "feat", "att"):
+            if k in weights:
+                weights[k] = weights[k] * state.grad_factors.get(k, 1.0)
+
+
+def teacher_terms(p: Passes, cfg: DistillConfig, state: DistillState, teacher: nn.Module, adapted: list,
+                  y: torch.Tensor, op, teacher_grad: bool, amp: bool, teacher_anchor: Optional[list]
+                  ) -> tuple[torch.Tensor, dict]:
+    """The teacher's correction loss (graph to the teacher when ``teacher_grad``) and its logged terms:
+    its reconstruction + edge loss on the references, the feedback term towards the student's adapted
+    features (with ``feature_kd``), the L2-SP anchor."""
+    T_src = p.T if teacher_grad else p.T_det
+    if p.n_lab:
+        if p.cached and teacher_grad:
+            with _amp_ctx(y.device, amp):
+                T_lab = teacher(_select(y, p.lab_idx), op).float()
+        else:
+            T_lab = _select(T_src, p.lab_idx)
+        tl = L.teacher_correction_loss(T_lab, _select(p.S, p.lab_idx).detach(), _select(p.x, p.lab_idx),
+                                       edge_weight=cfg.t_edge_weight, error_focus=cfg.t_error_focus, feedback_weight=0.0)
+        total = tl["loss"]
+        logged = {k: float(tl[k]) for k in ("rec", "edge", "wrong_fraction")}
+    else:
+        total = T_src.sum() * 0.0
+        logged = {"rec": float("nan"), "edge": float("nan"), "wrong_fraction": float("nan")}
+    fb_w = 0.0
+    if cfg.feature_kd and bool(adapted) and cfg.t_feedback_weight > 0:
+        fb = L.feedback_loss(p.ft if teacher_grad else p.ft_det, [a.detach() for a in adapted])
+        fb_w = cfg.t_feedback_weight
+        if cfg.balance != "none" and p.n_lab:
+            fb_w *= state.track("t_rec", logged["rec"]) / max(state.track("t_feedback", float(fb.detach())), 1e-12)
+        elif cfg.balance != "none" and "t_rec" in state.magnitudes and "t_feedback" in state.magnitudes:
+            fb_w *= state.magnitudes["t_rec"].value / max(state.magnitudes["t_feedback"].value, 1e-12)
+        total = total + fb_w * fb
+        logged["feedback"] = float(fb.detach())
+    else:
+        logged["feedback"] = 0.0
+    logged["w_feedback"] = float(fb_w)
+    if cfg.t_anchor > 0 and teacher_anchor is not None and teacher_grad:
+        pen = L.anchor_penalty([q for q in (teacher.teacher if p.cached else unwrap(teacher)).parameters()],
+                               teacher_anchor)
+        total = total + cfg.t_anchor * pen
+        logged["anchor"] = float(pen.detach())
+    return total, logged
+
+
 def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn.Module], y: torch.Tensor, op,
                    target: torch.Tensor, cfg: Optional[DistillConfig] = None, state: Optional[DistillState] = None,
                    teacher_grad: bool = False, amp: bool = False, labelled: Optional[torch.Tensor] = None,
                    teacher_anchor: Optional[list] = None) -> LossBreakdown:
-    """Every distillation term of one batch (see the module docstring).
+    """Every distillation term of one batch (see the module docstring): :func:`forward_passes`,
+    :func:`weighting`, :func:`student_terms`, :func:`balance`, :func:`teacher_terms`.
 
     Args:
         student: the CNN student (or its DDP wrapper): ``student(y, op, return_features=True)``.
-        teacher: the ViT teacher (or its DDP wrapper).
+        teacher: the ViT teacher (or its DDP wrapper, or a :class:`~kdmri_lib.teacher_cache.TeacherCache`).
         adapters: :class:`Adapters` (or DDP wrapper) from the student's maps to the teacher's;
             may be None when ``feature_kd`` is off.
         y, op, target: measurement ``(B, 1, h, w)`` complex, its operator, ground truth
@@ -480,180 +455,23 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     fresh_state = state is None
     state = state or DistillState(cfg.ema_decay, cfg.dynamic_floor)
     state.floor = cfg.dynamic_floor
-    x = target.float()
-    device = y.device
-    B = y.shape[0]
-    if labelled is None:
-        lab_idx = unl_idx = None
-        n_lab, n_unl = B, 0
-    else:
-        lab = labelled.reshape(-1).to(device) > 0.5
-        lab_idx, unl_idx = lab.nonzero().flatten(), (~lab).nonzero().flatten()
-        n_lab, n_unl = int(lab_idx.numel()), int(unl_idx.numel())
-
-    cached = isinstance(teacher, TeacherCache)
-    with _amp_ctx(device, amp):
-        S, fs = student(y, op, return_features=True)
-        # a memoised teacher runs its head live (with gradients) on the references only, below
-        tctx = contextlib.nullcontext() if (teacher_grad and not cached) else torch.no_grad()
-        with tctx:
-            T, ft = teacher(y, op, return_features=True)
-    S, T = S.float(), T.float()
-    fs = [f.float() for f in fs]
-    ft = [f.float() for f in ft]
-    T_det = T.detach()
-    ft_det = [f.detach() for f in ft]
-    if cfg.teacher_tta and isinstance(teacher, TeacherCache):   # memoised (until the head's next relabelling)
-        T_label, spread = teacher.label(y, op, amp=amp)
-    elif cfg.teacher_tta:   # the label: the mean of the teacher's augmented predictions
-        T_label, spread = teacher_tta(teacher, y, op, first=T_det, amp=amp)
-    else:
-        T_label, spread = T_det, None
-
-    # ---- errors (labelled samples only), dynamic factor, warm-up ------------------------------
-    with torch.no_grad():
-        err_s = (S - x).abs()
-        err_t = (T_det - x).abs()
-        e_s = float(_select(err_s, lab_idx).mean()) if n_lab else float("nan")
-        e_t = float(_select(err_t, lab_idx).mean()) if n_lab else float("nan")
-    if cfg.dynamic:
-        lam = state.update(e_s, e_t) if n_lab else state.factor
-    else:
-        lam = 1.0
-    if cfg.kd_warmup_steps > 0 and not fresh_state:
-        ramp = min(1.0, (state.steps + 1) / cfg.kd_warmup_steps)
-    else:
-        ramp = 1.0
-    state.steps += 1
-
-    # ---- student terms ------------------------------------------------------------------------
-    terms: dict[str, torch.Tensor] = {}
-    weights: dict[str, float] = {}
-    S_l, x_l = _select(S, lab_idx), _select(x, lab_idx)
-    if n_lab:
-        terms["rec"] = L.reconstruction_loss(S_l, x_l)
-    else:
-        terms["rec"] = S.sum() * 0.0
-    weights["rec"] = cfg.w_rec
-    if cfg.edge and n_lab:
-        terms["edge"] = L.edge_loss(S_l, x_l)
-    else:
-        with torch.no_grad():
-            terms["edge"] = L.edge_loss(S_l.detach(), x_l) if n_lab else S.new_zeros(())
-    weights["edge"] = cfg.w_edge if cfg.edge else 0.0
-
-    # confidence: GT-based modes on labelled samples (1 elsewhere), uncertainty everywhere
-    if cfg.confidence == "uncertainty":
-        w_map = L.uncertainty_weights(spread)
-    elif cfg.confidence == "none" or lab_idx is None:
-        w_map = L.confidence_weights(S.detach(), T_label, x, cfg.confidence)
-    else:
-        w_map = torch.ones_like(S)
-        if n_lab:
-            w_map[lab_idx] = L.confidence_weights(S_l.detach(), _select(T_label, lab_idx), x_l, cfg.confidence)
-    kd_idx = unl_idx if cfg.kd_on == "unlabelled" else None
-    n_kd = B if kd_idx is None else n_unl
-    if n_kd:
-        S_k, T_k, w_k = _select(S, kd_idx), _select(T_label, kd_idx), _select(w_map, kd_idx)
-        if cfg.output_kd:
-            terms["kd"] = L.output_distillation(S_k, T_k, w_k, cfg.kd_loss, cfg.kd_delta)
-        else:
-            with torch.no_grad():
-                terms["kd"] = L.output_distillation(S_k.detach(), T_k, w_k, cfg.kd_loss, cfg.kd_delta)
-    else:
-        terms["kd"] = S.sum() * 0.0
-    weights["kd"] = cfg.w_kd * lam * ramp if cfg.output_kd else 0.0
-
-    adapted: list[torch.Tensor] = []
-    if adapters is not None and ft:
-        sizes = [tuple(f.shape[-2:]) for f in ft]
-        if cfg.feature_kd:
-            adapted = adapters(fs, sizes)
-            terms["feat"] = L.feature_distillation(adapted, ft_det)
-        else:
-            with torch.no_grad():
-                terms["feat"] = L.feature_distillation(adapters([f.detach() for f in fs], sizes), ft_det)
-        weights["feat"] = cfg.w_feat * lam * ramp if cfg.feature_kd else 0.0
-    elif cfg.feature_kd:
-        raise ConfigError("feature_kd is on but no adapters were given; build them with Adapters.for_models(student, teacher)")
-
-    if fs and ft:
-        paired = unwrap(adapters).pair_student(fs) if adapters is not None else _default_pairs(fs, ft)
-        if cfg.attention_kd:
-            terms["att"] = L.attention_transfer(paired, ft_det)
-        else:
-            with torch.no_grad():
-                terms["att"] = L.attention_transfer([p.detach() for p in paired], ft_det)
-        weights["att"] = cfg.w_att * lam * ramp if cfg.attention_kd else 0.0
-
-    with torch.no_grad():
-        terms["kl"] = L.released_kl_term(S.detach(), T_det)
-
-    if cfg.balance == "magnitude":   # feature-type terms relative to the running magnitude of the L1 loss
-        rec_m = state.track("rec", float(terms["rec"].detach())) if n_lab else (
-            state.magnitudes["rec"].value if "rec" in state.magnitudes else 1.0)
-        for k in ("feat", "att"):
-            if k in terms:
-                norm = rec_m / max(state.track(k, float(terms[k].detach())), 1e-12)
-                weights[k] = weights[k] * norm
-    elif cfg.balance == "gradnorm":
-        if S.requires_grad and n_lab and (not state.grad_factors or state.steps % cfg.gradnorm_every == 1
-                                          or cfg.gradnorm_every == 1):
-            _update_grad_factors(state, terms, student, adapters)
-        for k in ("kd", "feat", "att"):
-            if k in weights:
-                weights[k] = weights[k] * state.grad_factors.get(k, 1.0)
-
-    total = S.new_zeros(())
+    p = forward_passes(student, teacher, y, op, target, cfg, teacher_grad, amp, labelled)
+    lam, ramp, errors = weighting(p, cfg, state, fresh_state)
+    terms, weights, w_map, adapted = student_terms(p, cfg, adapters, lam * ramp)
+    balance(terms, weights, cfg, state, p, student, adapters)
+    total = p.S.new_zeros(())
     for k in STUDENT_TERMS:
         if k in terms and weights.get(k, 0.0) > 0:
             total = total + weights[k] * terms[k]
-
-    # ---- teacher correction (labelled samples: the target domain's references) ----------------
-    teacher_total = None
-    teacher_terms: dict[str, float] = {}
-    if cfg.correction:
-        T_src = T if teacher_grad else T_det
-        if n_lab:
-            if cached and teacher_grad:
-                with _amp_ctx(device, amp):
-                    T_lab = teacher(_select(y, lab_idx), op).float()
-            else:
-                T_lab = _select(T_src, lab_idx)
-            tl = L.teacher_correction_loss(T_lab, S_l.detach(), x_l, edge_weight=cfg.t_edge_weight,
-                                           error_focus=cfg.t_error_focus, feedback_weight=0.0)
-            teacher_total = tl["loss"]
-            teacher_terms = {k: float(tl[k]) for k in ("rec", "edge", "wrong_fraction")}
-        else:
-            teacher_total = T_src.sum() * 0.0
-            teacher_terms = {"rec": float("nan"), "edge": float("nan"), "wrong_fraction": float("nan")}
-        fb_w = 0.0
-        use_fb = cfg.feature_kd and bool(adapted) and cfg.t_feedback_weight > 0
-        if use_fb:
-            fb = L.feedback_loss(ft if teacher_grad else ft_det, [a.detach() for a in adapted])
-            fb_w = cfg.t_feedback_weight
-            if cfg.balance != "none" and n_lab:
-                fb_w *= state.track("t_rec", teacher_terms["rec"]) / max(state.track("t_feedback", float(fb.detach())), 1e-12)
-            elif cfg.balance != "none" and "t_rec" in state.magnitudes and "t_feedback" in state.magnitudes:
-                fb_w *= state.magnitudes["t_rec"].value / max(state.magnitudes["t_feedback"].value, 1e-12)
-            teacher_total = teacher_total + fb_w * fb
-            teacher_terms["feedback"] = float(fb.detach())
-        else:
-            teacher_terms["feedback"] = 0.0
-        teacher_terms["w_feedback"] = float(fb_w)
-        if cfg.t_anchor > 0 and teacher_anchor is not None and teacher_grad:
-            pen = L.anchor_penalty([p for p in (teacher.teacher if cached else unwrap(teacher)).parameters()],
-                                   teacher_anchor)
-            teacher_total = teacher_total + cfg.t_anchor * pen
-            teacher_terms["anchor"] = float(pen.detach())
-
-    maps = {"confidence": w_map.detach(), "student": S.detach(), "teacher": T_det, "teacher_label": T_label,
-            "student_error": err_s, "teacher_error": err_t}
-    if spread is not None:
-        maps["teacher_spread"] = spread
-    return LossBreakdown(total=total, terms=terms, weights=weights, maps=maps, teacher_total=teacher_total,
-                         teacher_terms=teacher_terms, dynamic=float(lam), warmup=float(ramp),
-                         student_error=e_s, teacher_error=e_t)
+    t_total, t_terms = (teacher_terms(p, cfg, state, teacher, adapted, y, op, teacher_grad, amp, teacher_anchor)
+                        if cfg.correction else (None, {}))
+    maps = {"confidence": w_map.detach(), "student": p.S.detach(), "teacher": p.T_det, "teacher_label": p.T_label,
+            "student_error": errors["student_error"], "teacher_error": errors["teacher_error"]}
+    if p.spread is not None:
+        maps["teacher_spread"] = p.spread
+    return LossBreakdown(total=total, terms=terms, weights=weights, maps=maps, teacher_total=t_total,
+                         teacher_terms=t_terms, dynamic=float(lam), warmup=float(ramp),
+                         student_error=errors["e_s"], teacher_error=errors["e_t"])
 
 
 def _update_grad_factors(state: DistillState, terms: dict, student: nn.Module, adapters: Optional[nn.Module]) -> None:

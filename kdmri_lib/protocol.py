@@ -29,7 +29,6 @@ run follow from :class:`~kdmri_lib.train.TrainConfig`'s ``train_files``, ``refer
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 

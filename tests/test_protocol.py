@@ -251,8 +251,8 @@ def test_gradnorm_balance_sets_each_terms_gradient_to_its_fraction_of_rec(demo_d
     op = batch_operator(b, "sr", 4)
     s, t = build_model("student", "tiny", "sr", 4), build_model("teacher", "tiny", "sr", 4)
     a = Adapters.for_models(s, t)
-    cfg = KD.DistillConfig(kd_on="all", teacher_tta=False, confidence="none", correction=False, dynamic=False,
-                           balance="gradnorm", w_kd=0.5, w_feat=0.1, w_att=0.2)
+    cfg = KD.DistillConfig(kd_on="all", feature_kd=True, attention_kd=True, teacher_tta=False, confidence="none",
+                           correction=False, dynamic=False, balance="gradnorm", w_kd=0.5, w_feat=0.1, w_att=0.2)
     lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, KD.DistillState())
     params = list(s.parameters()) + list(a.parameters())
 
