@@ -325,6 +325,61 @@ def format_metrics(means: Mapping[str, float]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# one slice through several models (notebook figures)
+# --------------------------------------------------------------------------------------------
+
+def auto_inset(target: np.ndarray, frac: float = 0.25) -> tuple[int, int, int, int]:
+    """A zoom box ``(top, left, h, w)`` of ``frac`` of the image size where the target has the
+    most edges (largest mean Sobel magnitude): where reconstructions differ most visibly."""
+    from scipy import ndimage
+
+    t = np.asarray(target, dtype=np.float64)
+    H, W = t.shape
+    h, w = max(8, int(H * frac)), max(8, int(W * frac))
+    g = np.hypot(ndimage.sobel(t, 0), ndimage.sobel(t, 1))
+    m = ndimage.uniform_filter(g, size=(h, w), mode="constant")
+    cy, cx = np.unravel_index(np.argmax(m[h // 2: H - h // 2, w // 2: W - w // 2]), (H - 2 * (h // 2), W - 2 * (w // 2)))
+    return int(cy), int(cx), h, w
+
+
+@torch.no_grad()
+def reconstruct_slice(models: Mapping[str, torch.nn.Module], dataset, index: int, device: str | torch.device = "cpu",
+                      inset: Optional[Sequence[int]] = None) -> dict:
+    """Reconstruct one slice of a dataset with several models, for side-by-side figures.
+
+    Args:
+        models: name -> model (``model(y, op)``).
+        dataset: a dataset of :mod:`kdmri_lib.data` (full slices, e.g. the ``val`` split).
+        index: which sample.
+        inset: zoom box ``(top, left, h, w)``; chosen by :func:`auto_inset` when None.
+
+    Returns:
+        dict with ``target`` ``(H, W)`` and ``recons`` (name -> ``(H, W)``) in file units,
+        ``metrics`` (name -> PSNR / SSIM / NMSE of this slice, with the volume maximum as data
+        range), ``inset``, ``fname`` and ``slice_num``.
+    """
+    from .data import collate
+    from .metrics import volume_metrics
+
+    dev = torch.device(device) if isinstance(device, str) else device
+    sample = dataset[index]
+    batch = to_device(collate([sample]), dev)
+    op = dataset.operator(batch).to(dev)
+    scale = float(sample["scale"])
+    target = (sample["target"][0].float() * scale).numpy()
+    vmax = float(sample["max"]) if float(sample["max"]) > 0 else float(target.max())
+    recons, metrics = {}, {}
+    for name, model in models.items():
+        model.eval()
+        out = (model(batch["y"], op)[0, 0].float().cpu() * scale).numpy()
+        recons[name] = out
+        metrics[name] = volume_metrics(target[None], out[None], maxval=vmax)
+    return {"target": target, "recons": recons, "metrics": metrics,
+            "inset": tuple(inset) if inset is not None else auto_inset(target),
+            "fname": sample["fname"], "slice_num": int(sample["slice_num"])}
+
+
+# --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
 
@@ -402,54 +457,3 @@ def _run(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def auto_inset(target: np.ndarray, frac: float = 0.25) -> tuple[int, int, int, int]:
-    """A zoom box ``(top, left, h, w)`` of ``frac`` of the image size where the target has the
-    most edges (largest mean Sobel magnitude): where reconstructions differ most visibly."""
-    from scipy import ndimage
-
-    t = np.asarray(target, dtype=np.float64)
-    H, W = t.shape
-    h, w = max(8, int(H * frac)), max(8, int(W * frac))
-    g = np.hypot(ndimage.sobel(t, 0), ndimage.sobel(t, 1))
-    m = ndimage.uniform_filter(g, size=(h, w), mode="constant")
-    cy, cx = np.unravel_index(np.argmax(m[h // 2: H - h // 2, w // 2: W - w // 2]), (H - 2 * (h // 2), W - 2 * (w // 2)))
-    return int(cy), int(cx), h, w
-
-
-@torch.no_grad()
-def reconstruct_slice(models: Mapping[str, torch.nn.Module], dataset, index: int, device: str | torch.device = "cpu",
-                      inset: Optional[Sequence[int]] = None) -> dict:
-    """Reconstruct one slice of a dataset with several models, for side-by-side figures.
-
-    Args:
-        models: name -> model (``model(y, op)``).
-        dataset: a dataset of :mod:`kdmri_lib.data` (full slices, e.g. the ``val`` split).
-        index: which sample.
-        inset: zoom box ``(top, left, h, w)``; chosen by :func:`auto_inset` when None.
-
-    Returns:
-        dict with ``target`` ``(H, W)`` and ``recons`` (name -> ``(H, W)``) in file units,
-        ``metrics`` (name -> PSNR / SSIM / NMSE of this slice, with the volume maximum as data
-        range), ``inset``, ``fname`` and ``slice_num``.
-    """
-    from .data import collate
-    from .metrics import volume_metrics
-
-    dev = torch.device(device) if isinstance(device, str) else device
-    sample = dataset[index]
-    batch = to_device(collate([sample]), dev)
-    op = dataset.operator(batch).to(dev)
-    scale = float(sample["scale"])
-    target = (sample["target"][0].float() * scale).numpy()
-    vmax = float(sample["max"]) if float(sample["max"]) > 0 else float(target.max())
-    recons, metrics = {}, {}
-    for name, model in models.items():
-        model.eval()
-        out = (model(batch["y"], op)[0, 0].float().cpu() * scale).numpy()
-        recons[name] = out
-        metrics[name] = volume_metrics(target[None], out[None], maxval=vmax)
-    return {"target": target, "recons": recons, "metrics": metrics,
-            "inset": tuple(inset) if inset is not None else auto_inset(target),
-            "fname": sample["fname"], "slice_num": int(sample["slice_num"])}
