@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill import ABLATION_ROWS
     from .models import PRESETS
 
+    d = TrainConfig()   # every default below is the run configuration's (one definition)
     p = argparse.ArgumentParser(
         prog="python -m kdmri_lib.train",
         description="Train a teacher, a student or a U-Net alone, or distil a teacher into the student "
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data and output")
     g.add_argument("--data", required=True, help="data folder with singlecoil_train/ and singlecoil_val/")
     g.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
-    g.add_argument("--task", choices=("sr", "cs"), default="sr", help="sr: low-resolution acquisition; cs: Cartesian under-sampling")
+    g.add_argument("--task", choices=("sr", "cs"), default=d.task, help="sr: low-resolution acquisition; cs: Cartesian under-sampling")
     fac = g.add_mutually_exclusive_group()
     fac.add_argument("--scale", type=int, default=None, help="sr scale (default 4)")
     fac.add_argument("--acceleration", type=int, default=None, help="cs acceleration (default 4)")
@@ -178,26 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unlabelled", action="store_true",
                    help="distill with --references: the other volumes as a measurement-only pool the teacher labels")
     g.add_argument("--val-slices", type=int, default=None, help="cap on validation slices per epoch (default: all)")
-    g.add_argument("--val-batch-size", type=int, default=1, help="slices per forward pass in validation")
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--val-batch-size", type=int, default=d.val_batch_size, help="slices per forward pass in validation")
+    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes")
     m = p.add_argument_group("model and optimisation")
-    m.add_argument("--preset", choices=PRESETS, default="tiny", help="preset of the trained model (student in distill mode)")
-    m.add_argument("--epochs", type=int, default=10, help="epochs (the LR schedule spans them)")
+    m.add_argument("--preset", choices=PRESETS, default=d.preset, help="preset of the trained model (student in distill mode)")
+    m.add_argument("--epochs", type=int, default=d.epochs, help="epochs (the LR schedule spans them)")
     m.add_argument("--epoch-limit", type=int, default=None, help="stop this call after N epochs (resumable)")
     m.add_argument("--steps-per-epoch", type=int, default=None, help="optimiser steps per epoch (default: one pass over the data)")
     m.add_argument("--batch-size", type=int, default=None, help="batch size per process, whole slices (default: the mode's recipe)")
     m.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the mode's recipe)")
-    m.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    m.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
+    m.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    m.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule")
     m.add_argument("--warmup-steps", type=int, default=None, help="linear LR warm-up steps (default: the mode's recipe)")
-    m.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
+    m.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: no clipping)")
     m.add_argument("--no-amp", action="store_true", help="no autocast on CUDA (full float32)")
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    m.add_argument("--seed", type=int, default=0, help="seed of the run")
+    m.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    m.add_argument("--seed", type=int, default=d.seed, help="seed of the run")
     m.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (after an epoch, an interrupt or a crash)")
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
-    m.add_argument("--log-every", type=int, default=1, help="steps.csv row every N steps")
+    m.add_argument("--log-every", type=int, default=d.log_every, help="steps.csv row every N steps")
     k = p.add_argument_group("distillation (mode distill)")
     k.add_argument("--teacher-checkpoint", default=None, help="the teacher's checkpoint; if missing, a teacher is trained first into OUT/teacher")
     k.add_argument("--teacher-preset", choices=PRESETS, default=None, help="the teacher's preset (checked against its checkpoint; default: --preset when training one)")

@@ -345,6 +345,12 @@ def test_cli_help_documents_every_flag(capsys):
     assert all(a.help for a in parser._actions)
 
 
+def test_cli_defaults_are_the_run_configuration_defaults():
+    """A run from the command line with no optional flag is TrainConfig's default run."""
+    cfg = T.config_from_args(T.build_parser().parse_args(["student", "--data", "d", "--out", "o"]))
+    assert cfg.to_dict() == T.TrainConfig(data_dir="d", out_dir="o").to_dict()
+
+
 def test_distillation_flags_are_generated_from_the_config():
     """Every DistillConfig field is a flag with the config's default in its help; a flag overrides the
     row it starts from, an absent flag leaves it."""
