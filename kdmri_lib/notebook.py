@@ -57,6 +57,22 @@ class NotebookContext:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    #: notebook parameters that are :class:`~kdmri_lib.run_config.TrainConfig` fields of the same name
+    RUN_FIELDS = ("preset", "epochs", "steps_per_epoch", "batch_size", "lr", "val_slices", "device", "seed")
+
+    def run_config(self, mode: str, **overrides):
+        """The :class:`~kdmri_lib.run_config.TrainConfig` of a training run in this notebook: the data
+        folder, task and factor it resolved, ``out_dir = run_dir/mode``, the notebook's parameters
+        that are run fields (:attr:`RUN_FIELDS`), then ``overrides`` (any TrainConfig field), checked by
+        :meth:`TrainConfig.validate` (a bad value raises its :class:`ConfigError`; unset ``lr``,
+        ``batch_size`` and ``warmup_steps`` become the model kind's recipe)."""
+        from .run_config import TrainConfig
+
+        fields = {k: self.params[k] for k in self.RUN_FIELDS if k in self.params}
+        base = dict(mode=mode, data_dir=str(self.data_dir), out_dir=str(self.run_dir / mode), task=self.task,
+                    factor=self.factor, **fields)
+        return TrainConfig(**{**base, **overrides}).validate(check_paths=False)
+
     def teacher_checkpoint(self, teacher: str = "pretrained", source=None, **train) -> str:
         """The checkpoint of the teacher a notebook distils from (notebook parameter ``teacher``).
 

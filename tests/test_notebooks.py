@@ -119,3 +119,22 @@ def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
     assert output_problems(nb) == []
     assert any(o.get("output_type") in ("display_data", "execute_result") and "image/png" in o.get("data", {})
                for c in code for o in c.get("outputs", [])), f"{name}: no figure in the stored outputs"
+
+
+def test_run_config_is_the_notebook_parameters_as_a_train_config(tmp_path, demo_dir):
+    """ctx.run_config(mode, **overrides): the parameters a notebook shares with TrainConfig, its data
+    folder / task / factor, out_dir = run_dir/mode; TrainConfig's own checks apply to the result."""
+    from kdmri_lib.errors import ConfigError
+    from kdmri_lib.notebook import setup
+    from kdmri_lib.train import TrainConfig
+
+    ns = dict(data_dir=str(demo_dir), run_dir=str(tmp_path), task="sr", scale=4, preset="tiny", epochs=3,
+              steps_per_epoch=7, batch_size=None, lr=None, val_slices=2, device="cpu", seed=5)
+    ctx = setup(ns, "test", build_data=False, quiet=True)
+    cfg = ctx.run_config("student")
+    assert cfg.to_dict() == TrainConfig(mode="student", data_dir=str(demo_dir), out_dir=str(tmp_path / "student"),
+                                        task="sr", factor=4, preset="tiny", epochs=3, steps_per_epoch=7, val_slices=2,
+                                        device="cpu", seed=5).validate(check_paths=False).to_dict()
+    assert ctx.run_config("teacher", seed=1).seed == 1 and ctx.run_config("teacher").out_dir == str(tmp_path / "teacher")
+    with pytest.raises(ConfigError, match="references"):
+        ctx.run_config("student", references=0)
