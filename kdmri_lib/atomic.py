@@ -18,6 +18,19 @@ from typing import Any, Iterator, Optional
 from .errors import ConfigError
 
 
+#: the folder (inside an output folder) where a build in progress keeps its temporary files, never
+#: inside a split folder that a dataset would list
+PARTIAL_DIR = ".partial"
+
+
+def read_json(path: str | os.PathLike) -> Optional[Any]:
+    """The JSON document in ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)

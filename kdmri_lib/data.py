@@ -60,7 +60,7 @@ from fastmri.data import SliceDataset
 from torch.utils.data import Dataset
 
 from . import masks as _masks
-from .errors import ConfigError, DataError, check_choice, check_int
+from .errors import ConfigError, DataError, check_choice, check_int, first_line
 from .fastmri_format import check_file
 from .physics import TASKS, Operator, build_operator, centre_crop, ifft2c
 
@@ -68,11 +68,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: what h5py / the XML parser raise on a damaged file (HDF5 errors surface as OSError, RuntimeError,
 #: KeyError or ValueError depending on where the damage is)
 _READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, EOFError)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def _check_task(task: str, factor: int) -> tuple[str, int]:
@@ -356,7 +351,7 @@ class MRISliceDataset(SliceDataset):
         try:
             return super()._retrieve_metadata(fname)
         except _READ_ERRORS as e:
-            raise DataError(f"{fname}: unreadable header or attributes ({type(e).__name__}: {_first_line(e)}); the "
+            raise DataError(f"{fname}: unreadable header or attributes ({type(e).__name__}: {first_line(e)}); the "
                             f"file may be truncated or corrupt") from None
 
     def _read(self, i: int, target: bool):
@@ -372,7 +367,7 @@ class MRISliceDataset(SliceDataset):
                 attrs = {k: v for k, v in hf.attrs.items() if target or k != "max"}
                 attrs.update(metadata)
         except _READ_ERRORS as e:
-            raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {_first_line(e)}); "
+            raise DataError(f"{fname}: could not read slice {dataslice} ({type(e).__name__}: {first_line(e)}); "
                             f"the file may be truncated or corrupt") from None
         return kspace, mask, tgt, attrs, fname.name, dataslice
 

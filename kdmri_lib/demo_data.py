@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, check_float, check_int
-from .atomic import atomic_write, ensure_dir, write_json
+from .atomic import PARTIAL_DIR, atomic_write, ensure_dir, read_json, write_json
 from .fastmri_format import write_volume
 
 MNI_RELATIVE = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
@@ -541,7 +541,6 @@ def build_demo_data(
     return report
 
 
-PARTIAL_DIR = ".partial"   # temporary files of a build in progress (never inside a split folder)
 
 
 def _clean_partial(partial: Path, remove: bool = False) -> None:
@@ -561,10 +560,7 @@ def _clean_partial(partial: Path, remove: bool = False) -> None:
 
 def read_manifest(out: str | os.PathLike) -> Optional[dict]:
     """The demo data's ``manifest.json`` in ``out`` (None if missing or unreadable)."""
-    try:
-        m = json.loads((Path(out) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
+    m = read_json(Path(out) / "manifest.json")
     return m if isinstance(m, dict) else None
 
 

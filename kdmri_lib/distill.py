@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from . import losses as L
+from .device import autocast
 from .distill_config import (ABLATION_PIECES, ABLATION_ROWS, BALANCE_MODES, CANDIDATE_ROWS, CONFIDENCE_MODES,
                              FIELD_CHOICES, FIELD_HELP, KD_ON, PAPER_METHOD, STUDENT_TERMS, T_PARAMS, DistillConfig)
 from .errors import ConfigError
@@ -187,14 +188,6 @@ def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
-def _amp_ctx(device: torch.device, amp: bool):
-    if not amp:
-        return contextlib.nullcontext()
-    from .device import autocast
-
-    return autocast(device, True)
-
-
 def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.Tensor] = None,
                 amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's prediction under test-time augmentation, and its spread (no gradient).
@@ -206,7 +199,7 @@ def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.T
     already computed. Returns ``(mean, std)``, each ``(B, 1, H, W)`` float32.
     """
     flips = ((-2,), (-1,), (-2, -1)) if getattr(op, "task", "sr") == "sr" or not hasattr(op, "mask") else ((-2,),)
-    with torch.no_grad(), _amp_ctx(y.device, amp):
+    with torch.no_grad(), autocast(y.device, amp):
         preds = [first.detach().float() if first is not None else teacher(y, op).float()]
         x0 = op.adjoint(y)
         for dims in flips:
@@ -263,7 +256,7 @@ def forward_passes(student: nn.Module, teacher: nn.Module, y: torch.Tensor, op, 
         lab_idx, unl_idx = lab.nonzero().flatten(), (~lab).nonzero().flatten()
         n_lab, n_unl = int(lab_idx.numel()), int(unl_idx.numel())
     cached = isinstance(teacher, TeacherCache)
-    with _amp_ctx(y.device, amp):
+    with autocast(y.device, amp):
         S, fs = student(y, op, return_features=True)
         # a memoised teacher runs its head live (with gradients) on the references only, in teacher_terms
         tctx = contextlib.nullcontext() if (teacher_grad and not cached) else torch.no_grad()
@@ -390,7 +383,7 @@ def teacher_terms(p: Passes, cfg: DistillConfig, state: DistillState, teacher: n
     T_src = p.T if teacher_grad else p.T_det
     if p.n_lab:
         if p.cached and teacher_grad:
-            with _amp_ctx(y.device, amp):
+            with autocast(y.device, amp):
                 T_lab = teacher(_select(y, p.lab_idx), op).float()
         else:
             T_lab = _select(T_src, p.lab_idx)

@@ -63,3 +63,10 @@ def check_float(name: str, value: Any, minimum: float | None = None, maximum: fl
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be <= {maximum}; got {value}")
     return value
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), at
+    most ``limit`` characters: what an error message quotes of the exception it wraps."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

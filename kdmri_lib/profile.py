@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils import flop_counter as _fc
 
 from .atomic import ensure_dir, write_text
-from .device import amp_dtype, describe, get_device
+from .device import amp_dtype, autocast, describe, get_device
 from .errors import ConfigError, KdmriError, check_float, check_int
 from .physics import Operator, build_operator
 from .resources import catch_oom
@@ -135,13 +135,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, amp: bool):
-    dtype = amp_dtype(device) if amp else None
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _prepare(model: nn.Module, y: torch.Tensor, op: Operator, device: torch.device, channels_last: bool):
     model.to(device)
     if channels_last:
@@ -176,7 +169,7 @@ def measure_latency(model: nn.Module, y: torch.Tensor, op: Operator, repeats: in
     warmup = check_int("warmup", warmup, minimum=0)
     dev = get_device(device)
     y, op = _prepare(model, y, op, dev, channels_last)
-    with _threads(threads) as n_threads, torch.inference_mode(), _autocast(dev, amp):
+    with _threads(threads) as n_threads, torch.inference_mode(), autocast(dev, amp):
         t_one = hint_s
         for _ in range(warmup):
             _sync(dev)
@@ -207,7 +200,7 @@ def peak_memory(model: nn.Module, y: torch.Tensor, op: Operator, device: str | t
     y, op = _prepare(model, y, op, dev, channels_last)
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
-    with torch.inference_mode(), _autocast(dev, amp):
+    with torch.inference_mode(), autocast(dev, amp):
         model(y, op)
     torch.cuda.synchronize(dev)
     return torch.cuda.max_memory_allocated(dev) / 2 ** 20
@@ -243,7 +236,7 @@ def profile_model(model: nn.Module, task: Optional[str] = None, factor: Optional
     y, op = _prepare(model, y, op, dev, channels_last)
     n_flops, t_flop = None, None
     if flops:
-        with _threads(threads), _autocast(dev, amp):
+        with _threads(threads), autocast(dev, amp):
             t0 = time.perf_counter()
             n_flops = count_flops(model, y, op)
             _sync(dev)

@@ -26,7 +26,7 @@ import traceback
 from types import TracebackType
 from typing import Any, Mapping, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 #: substrings of allocator messages that mean "out of memory" (CUDA, MPS, CPU, cuBLAS / cuDNN)
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
@@ -82,12 +82,6 @@ def free_memory() -> None:
         pass
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:240]
-
-
 def _device_text(device: Any) -> str:
     if device is None:
         return ""
@@ -134,7 +128,7 @@ def oom_error(exc: BaseException, where: str, device: Any = None, note: Optional
     """
     current = ", ".join(f"{k}={v!r}" for k, v in settings.items() if v is not None)
     tips = advice(settings)
-    msg = (f"{where} ran out of memory{_device_text(device)} ({type(exc).__name__}: {_first_line(exc)}). "
+    msg = (f"{where} ran out of memory{_device_text(device)} ({type(exc).__name__}: {first_line(exc)}). "
            + (f"Current settings: {current}. " if current else "")
            + (f"{note.rstrip('.')}. " if note else "")
            + (f"Try {', or '.join(tips)}" if tips else "Try a smaller batch, patch or model preset")

@@ -19,11 +19,11 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from ..errors import DataError
 from .. import atomic as _atomic
+from ..atomic import PARTIAL_DIR
+from ..errors import DataError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 #: manifest file of each preparation, in the output folder
 MANIFESTS = {
@@ -39,7 +39,6 @@ _WRITES = {
     "brain_tumor": {"singlecoil"},
     "natural": {"natural"},
 }
-PARTIAL_DIR = ".partial"  # temporary files live here, never inside a split folder
 
 Log = Callable[[str], None]
 
@@ -87,10 +86,9 @@ def check_out_dir(out: Path, kind: str) -> None:
 
 
 def read_manifest(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    """A data set's ``manifest.json`` (None when missing or unreadable)."""
+    m = _atomic.read_json(path)
+    return m if isinstance(m, dict) else None
 
 
 def write_json(path: Path, data: Any) -> None:

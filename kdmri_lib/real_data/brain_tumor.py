@@ -47,6 +47,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from ..data import IMAGE_SUFFIXES
 from ..demo_data import DemoConfig, foreground_mean, noise_sigma, simulate_volume
 from ..errors import ConfigError, DataError, check_float, check_int
 from ..fastmri_format import write_volume
@@ -138,7 +139,7 @@ def list_images(names: list[str]) -> dict[tuple[str, str], list[tuple[str, str]]
     found: dict[tuple[str, str], dict[str, str]] = {}
     for n in names:
         parts = PurePosixPath(n).parts
-        if PurePosixPath(n).suffix.lower() not in C.IMAGE_SUFFIXES:
+        if PurePosixPath(n).suffix.lower() not in IMAGE_SUFFIXES:
             continue
         for i in range(len(parts) - 2):
             split = next((k for k, v in SPLIT_DIRS.items() if parts[i].lower() == v), None)

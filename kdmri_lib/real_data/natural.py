@@ -38,6 +38,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data import IMAGE_SUFFIXES
 from ..demo_data import centre_crop_multiple, save_png
 from ..errors import ConfigError, DataError, check_int
 from . import _common as C
@@ -120,7 +121,7 @@ class NaturalReport:
 
 
 def _is_image(n: str) -> bool:
-    return PurePosixPath(n).suffix.lower() in C.IMAGE_SUFFIXES
+    return PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _is_lr(n: str) -> bool:
