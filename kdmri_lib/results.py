@@ -48,7 +48,7 @@ def collect_methods(run_dir: str | os.PathLike, task: str, factor: int, device: 
         relative to ``run_dir``, ``"pretrained:NAME"`` or ``"baseline"``).
     """
     from .models import baselines_for, build_model
-    from .train import load_model
+    from .checkpoint import load_model
 
     run_dir = Path(run_dir)
     out = {}
