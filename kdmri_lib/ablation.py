@@ -5,7 +5,7 @@ One command trains and scores every row under the few-references protocol
 
     python -m kdmri_lib.ablation --out runs/bench            # 3 seeds per learned student row
 
-The protocol: the teacher (the zoo's ``sr4_teacher_source_tiny``, pre-trained on axial + coronal
+The protocol: the teacher (the zoo's ``sr4_teacher_source_small``, pre-trained on axial + coronal
 slices only) teaches a student on the **sagittal** target domain, where only ``references`` slices
 (two volumes) have a ground truth and the other 12 target volumes are a measurement-only pool.
 Every student row (U-Net, student alone, each distillation row) trains the same number of
@@ -17,12 +17,13 @@ batch size). No model, the teacher's pre-training included, sees the ground trut
 a scored slice.
 
 Rows (in table order): the parameter-free baselines (zero-filled = sinc interpolation, low-res,
-bicubic), the fastMRI U-Net, the student alone, vanilla KD (frozen teacher, L1 output distillation
-on every sample + adapters and attention maps), then cumulatively: output KD on the pool only
-(no L1 + L1 dead zone), the teacher's test-time-augmented label with its uncertainty as the
-confidence, the dynamic weight with a floor, gradient-norm balance, and the regularised teacher
-correction (= ``full``), then the teacher and the teacher after correction (``full``'s corrected
-teacher, per seed).
+bicubic), the fastMRI U-Net, the student alone (and with the distillation rows' batch), vanilla KD
+(frozen teacher, L1 output distillation on every sample + adapters and attention maps), then
+cumulatively (:data:`kdmri_lib.distill.ABLATION_ROWS`): output-space KD on the pool only (no L1 + L1
+dead zone, no adapters), the teacher's test-time-augmented label with its uncertainty as the
+confidence, the dynamic weight with a floor and gradient-norm balance, and the regularised
+correction of the teacher's head (= ``full``), then the teacher and the teacher after correction
+(``full``'s corrected teacher, per seed).
 
 Scoring: every run's **final** weights (no selection on scored slices), by fastMRI's metric
 functions (:func:`kdmri_lib.reconstruct.evaluate`), on the target domain's validation slices
