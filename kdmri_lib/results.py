@@ -238,6 +238,27 @@ def _read_ablation(path: Path) -> Optional[dict]:
     return {**data, "source": str(p)}
 
 
+def short_run_context(steps: int, task: str, factor: int, path: Optional[Path] = None) -> list[str]:
+    """Sentences that set a short notebook run (``steps`` optimiser steps per student) beside the
+    shipped ablation of the same task and factor, computed from its ``ablation.json``: its budget and
+    every paired difference against the student alone on the target-domain slices. Empty when there
+    is no matching ablation."""
+    found = _read_ablation(Path(path) if path is not None else shipped_ablation())
+    if found is None or found["settings"].get("task") != task or int(found["settings"].get("factor", -1)) != int(factor):
+        return []
+    st = found["settings"]
+    budget = int(st["epochs"]) * int(st["steps_per_epoch"])
+    comps = [c for c in found["meta"].get("comparisons", []) if c["b"] == "student" and c["set"] == "scored"]
+    out = [f"This run trained {steps} steps per student; the shipped ablation trained {budget} "
+           f"({len(st['seeds'])} seeds) on the same protocol and measured, against the student alone on the "
+           f"target-domain slices:"]
+    out += [f"  {c['a']}: {c['mean']:+.2f} dB (95 % interval {c['lo']:+.2f} to {c['hi']:+.2f})" for c in comps]
+    if steps < budget:
+        out.append("Short runs are limited by their steps rather than by their data (measured in docs/training.md, "
+                   "'Why 2 x 800 steps'), and what the teacher adds is data: its labels on the measurement-only pool.")
+    return out
+
+
 def shipped_ablation() -> Path:
     """The default run's ``ablation.json`` shipped with the zoo (``kdmri_lib/pretrained/ablation.json``)."""
     from .pretrained import ABLATION

@@ -23,3 +23,23 @@ def test_what_it_shows_names_the_measured_winner_and_the_models_below_the_baseli
     rows.append({"method": "student alone · zoo tiny", "PSNR": 30.0})
     assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB against the student alone "
                             "(student alone)") for t in what_it_shows(rows, "x"))
+
+
+def test_short_run_context_quotes_the_ablation_of_the_same_task(tmp_path):
+    """The sentences come from the ablation.json they cite: its budget and its paired differences
+    against the student alone on the target slices; nothing for another task or factor."""
+    import json
+
+    from kdmri_lib.results import short_run_context
+
+    comps = [{"a": "kd_output", "b": "student", "set": "scored", "mean": 0.5, "lo": 0.25, "hi": 0.75},
+             {"a": "kd_output", "b": "student", "set": "heldout", "mean": 9.0, "lo": 8.0, "hi": 10.0},
+             {"a": "full", "b": "kd_vanilla", "set": "scored", "mean": 7.0, "lo": 6.0, "hi": 8.0}]
+    (tmp_path / "ablation.json").write_text(json.dumps({
+        "settings": {"task": "sr", "factor": 4, "epochs": 2, "steps_per_epoch": 100, "seeds": [0, 1, 2]},
+        "meta": {"comparisons": comps}, "rows": []}))
+    lines = short_run_context(50, "sr", 4, tmp_path)
+    assert "trained 50 steps" in lines[0] and "trained 200 (3 seeds)" in lines[0]
+    assert lines[1].strip() == "kd_output: +0.50 dB (95 % interval +0.25 to +0.75)" and len(lines) == 3
+    assert len(short_run_context(200, "sr", 4, tmp_path)) == 2            # as long as the ablation: no caveat
+    assert short_run_context(50, "sr", 2, tmp_path) == [] and short_run_context(50, "cs", 4, tmp_path) == []
