@@ -250,8 +250,8 @@ def short_run_context(steps: int, task: str, factor: int, path: Optional[Path] =
     budget = int(st["epochs"]) * int(st["steps_per_epoch"])
     comps = [c for c in found["meta"].get("comparisons", []) if c["b"] == "student" and c["set"] == "scored"]
     out = [f"This run trained {steps} steps per student; the shipped ablation trained {budget} "
-           f"({len(st['seeds'])} seeds) on the same protocol and measured, against the student alone on the "
-           f"target-domain slices:"]
+           f"({len(st['seeds'])} seeds, teacher {st.get('teacher')}) on the same protocol and measured, against the "
+           f"student alone on the target-domain slices:"]
     out += [f"  {c['a']}: {c['mean']:+.2f} dB (95 % interval {c['lo']:+.2f} to {c['hi']:+.2f})" for c in comps]
     if steps < budget:
         out.append("Short runs are limited by their steps rather than by their data (measured in docs/training.md, "

@@ -39,7 +39,7 @@ def test_short_run_context_quotes_the_ablation_of_the_same_task(tmp_path):
         "settings": {"task": "sr", "factor": 4, "epochs": 2, "steps_per_epoch": 100, "seeds": [0, 1, 2]},
         "meta": {"comparisons": comps}, "rows": []}))
     lines = short_run_context(50, "sr", 4, tmp_path)
-    assert "trained 50 steps" in lines[0] and "trained 200 (3 seeds)" in lines[0]
+    assert "trained 50 steps" in lines[0] and "trained 200 (3 seeds, teacher" in lines[0]
     assert lines[1].strip() == "kd_output: +0.50 dB (95 % interval +0.25 to +0.75)" and len(lines) == 3
     assert len(short_run_context(200, "sr", 4, tmp_path)) == 2            # as long as the ablation: no caveat
     assert short_run_context(50, "sr", 2, tmp_path) == [] and short_run_context(50, "cs", 4, tmp_path) == []
