@@ -7,6 +7,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import KdmriError
+
+
+def _report(build) -> int:
+    """Run ``build()`` (which returns a report with ``summary()``); print the summary (exit code 0) or
+    the error of bad input (``error: ...`` on stderr, exit code 2)."""
+    try:
+        report = build()
+    except KdmriError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
 DEMO_DOC = """Build the embedded demo data (fastMRI-format single-coil volumes + natural images), offline.
 
     python data_scripts/make_demo_data.py --out data/demo
@@ -17,7 +31,6 @@ The logic lives in kdmri_lib.demo_data.
 
 def demo(argv=None) -> int:
     from kdmri_lib.demo_data import DemoConfig, build_demo_data
-    from kdmri_lib.errors import KdmriError
 
     d = DemoConfig()
     p = argparse.ArgumentParser(description=DEMO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,16 +46,14 @@ def demo(argv=None) -> int:
     p.add_argument("--summary", action="store_true", help="print the summary only if the data are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    try:
+    def build():
         cfg = DemoConfig(matrix=args.matrix, stride=args.stride, snr_db=args.snr_db, seed=args.seed,
                          natural=not args.no_natural, head=args.head,
                          contrasts=d.contrasts if args.head == "whole" else ("T1w",))
         report = build_demo_data(args.out, cfg, force=args.force, progress=not args.quiet)
-    except KdmriError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+        return report
+
+    return _report(build)
 
 
 
@@ -76,17 +87,14 @@ def fastmri(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    from kdmri_lib.errors import KdmriError
     from kdmri_lib.real_data.fastmri_knee import FastMRIConfig, prepare_fastmri
 
-    try:
+    def build():
         cfg = FastMRIConfig(sample_rate=args.sample_rate, full_check=args.full_check, link=args.link)
         report = prepare_fastmri(args.src, args.out, cfg, force=args.force, progress=not args.quiet)
-    except KdmriError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+        return report
+
+    return _report(build)
 
 
 
@@ -105,7 +113,6 @@ Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.re
 """
 
 def brain_tumor(argv=None) -> int:
-    from kdmri_lib.errors import KdmriError
     from kdmri_lib.real_data.brain_tumor import BrainTumorConfig, prepare_brain_tumor
 
     d = BrainTumorConfig()
@@ -128,18 +135,16 @@ def brain_tumor(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    try:
+    def build():
         if args.url and not args.sha256 and not args.allow_unverified:
             raise KdmriError("--url needs --sha256 (or --allow-unverified to download without a checksum)")
         cfg = BrainTumorConfig(n_train=args.n_train, n_test_per_class=args.n_test_per_class, matrix=args.matrix,
                                snr_db=args.snr_db, seed=args.seed)
         report = prepare_brain_tumor(args.src, args.out, cfg, url=args.url, sha256=args.sha256,
                                      downloads=args.downloads, force=args.force, progress=not args.quiet)
-    except KdmriError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+        return report
+
+    return _report(build)
 
 
 
@@ -158,7 +163,6 @@ Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.re
 """
 
 def natural(argv=None) -> int:
-    from kdmri_lib.errors import KdmriError
     from kdmri_lib.real_data.natural import KNOWN_SOURCES, NaturalConfig, prepare_natural
 
     d = NaturalConfig()
@@ -188,13 +192,12 @@ def natural(argv=None) -> int:
         p.error("--out is required")
     sets = [n for n in ("flickr2k", "set5") if not getattr(args, f"skip_{n}")]
     pick = lambda what: {n: getattr(args, f"{n}_{what}") for n in sets if getattr(args, f"{n}_{what}")}  # noqa: E731
-    try:
+
+    def build():
         cfg = NaturalConfig(n_train=args.n_train, seed=args.seed, max_size=args.max_size)
         report = prepare_natural(args.out, sets, src=pick("src"), url=pick("url"), sha256=pick("sha256"), config=cfg,
                                  downloads=args.downloads, allow_unverified=args.allow_unverified, force=args.force,
                                  progress=not args.quiet)
-    except KdmriError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+        return report
+
+    return _report(build)
