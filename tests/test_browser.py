@@ -383,9 +383,22 @@ def _find_css(driver, css: str):
 
 
 def _kernel_idle(driver) -> bool:
-    """The status bar says "<kernel name> | Idle" (a started kernel, nothing running)."""
+    """The open notebook has a started kernel with nothing running.
+
+    Read from the notebook's own toolbar (kernel name not "No Kernel", execution indicator
+    ``data-status="idle"``), with the status bar's "<kernel> | Idle" as the alternative. Since
+    JupyterLab 4.6 in headless Chromium the status bar's notebook items can stay hidden (no
+    current widget while the window has no focus), so the status bar alone is not a signal.
+    """
     return bool(driver.execute_script("""
-return Array.from(document.querySelectorAll('.jp-StatusBar-Item'))
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+if (panel) {
+  const name = panel.querySelector('.jp-Toolbar-kernelName');
+  const ind = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+  if (name && ind && !/No Kernel/.test(name.textContent) && name.textContent.trim() !== ''
+      && ind.getAttribute('data-status') === 'idle') return true;
+}
+return Array.from(document.querySelectorAll('.jp-StatusBar-Item:not(.lm-mod-hidden)'))
   .some(e => /\\S \\| Idle$/.test(e.textContent.trim()) && !/No Kernel/.test(e.textContent));
 """))
 
@@ -412,7 +425,7 @@ def _open_notebook(driver, lab: Lab, rel: str):
     driver.get(lab.url(f"lab/tree/{rel}") + "&reset")
     _wait(lambda: _find_css(driver, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell .jp-InputArea"),
           T_OPEN, f"{rel} to open")
-    _wait(lambda: _kernel_idle(driver), T_OPEN, "the kernel to start (status bar: Idle)")
+    _wait(lambda: _kernel_idle(driver), T_OPEN, "the kernel to start (notebook toolbar: idle)")
     _wait(lambda: not driver.execute_script(
         "return Array.from(document.querySelectorAll('.jp-Spinner')).some(e => e.offsetParent !== null);"),
         T_OPEN, "the notebook's loading spinner to go")
