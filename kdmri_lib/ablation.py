@@ -60,6 +60,7 @@ from .errors import ConfigError, KdmriError
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Protocol
 from .train import RECIPES, TrainConfig, TrainingInterrupted, fit
+from .run_config import same_computation
 
 #: (name, label, what) in table order; ``what``: a baseline kind, a training mode, "distill" or "corrected"
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -87,9 +88,6 @@ RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student", "
 TEACHER_BUDGET = 3
 #: the default teacher (pre-trained on the protocol's source domain; kdmri_lib.pretrained)
 DEFAULT_TEACHER = "pretrained:sr4_teacher_source_small"
-#: settings that do not change what a finished run computed
-_IGNORED = ("resume", "epoch_limit", "progress", "verbose", "log_every", "device", "num_workers", "val_batch_size",
-            "out_dir")
 
 
 @dataclass
@@ -158,10 +156,6 @@ def teacher_epochs(s: AblationSettings) -> int:
     return s.teacher_epochs or TEACHER_BUDGET * s.epochs
 
 
-def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in _IGNORED}
-
-
 def _finished(cfg: TrainConfig) -> Optional[bool]:
     """True: finished with these settings; False: partial (resume); None: nothing there.
     Raises ConfigError when a finished run used other settings."""
@@ -170,8 +164,7 @@ def _finished(cfg: TrainConfig) -> Optional[bool]:
         return None
     ck = load_checkpoint(last)
     resolved = cfg.replace().validate(check_paths=False)   # recipe defaults filled in, as fit() stores them
-    same = _comparable(ck.get("train_config", {})) == _comparable(resolved.to_dict())
-    if not same:
+    if not same_computation(ck.get("train_config", {}), resolved.to_dict()):
         raise ConfigError(f"{cfg.out_dir} holds a run with other settings; rerun with --force to retrain it "
                           f"(or choose another --out)")
     return int(ck["epoch"]) >= cfg.epochs and not ck.get("interrupted")

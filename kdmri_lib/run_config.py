@@ -2,8 +2,9 @@
 recipe of each model kind (what ``lr``, ``warmup_steps`` and ``batch_size`` become when left unset).
 
 :func:`kdmri_lib.train.fit`, the command line (:mod:`kdmri_lib.train`), the notebooks and the ablation
-all build a :class:`TrainConfig`; :data:`RESUME_IDENTITY` names the fields that make two runs "the
-same run", for resume and for the ablation's reuse of finished runs.
+all build a :class:`TrainConfig`. Each field carries a role (:data:`FIELD_ROLES`): the ``identity``
+fields must agree for a run to resume (:func:`check_resume`), and every field but the
+``operational`` ones must agree for the ablation to reuse a finished run (:func:`same_computation`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from . import device as D
 from .distill import DistillConfig
 from .errors import CheckpointError, ConfigError, DataError, check_choice, check_float, check_int
 
-__all__ = ["TrainConfig", "RECIPES", "RESUME_IDENTITY", "TRAIN_MODES", "SCHEDULES", "check_resume"]
+__all__ = ["TrainConfig", "RECIPES", "FIELD_ROLES", "RESUME_IDENTITY", "OPERATIONAL", "same_computation",
+           "TRAIN_MODES", "SCHEDULES", "check_resume"]
 
 TRAIN_MODES = ("teacher", "student", "unet", "distill")
 SCHEDULES = ("cosine", "step", "constant")
-#: fields that must agree between a run and the checkpoint it resumes from
-RESUME_IDENTITY = ("mode", "task", "factor", "preset", "teacher_preset", "batch_size", "seed",
-                   "natural", "model_overrides", "train_files", "val_files", "references", "unlabelled")
 #: the training recipe of each model kind: what ``lr``, ``warmup_steps`` and ``batch_size`` are when a
 #: run leaves them unset (None). Transformers need a warm-up and a lower learning rate (SwinIR trains
 #: at 2e-4): at 1e-3 without warm-up the tiny Swin stays at the zero-filled level on whole slices.
@@ -82,41 +81,41 @@ class TrainConfig:
         log_every: write a ``steps.csv`` row every this many steps.
     """
 
-    mode: str = "student"
-    data_dir: str = "data/demo"
-    out_dir: str = "runs/train"
-    task: str = "sr"
-    factor: int = 4
-    preset: str = "tiny"
-    teacher_preset: Optional[str] = None
-    teacher_checkpoint: Optional[str] = None
-    epochs: int = 10
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: Optional[int] = None
-    grad_clip: Optional[float] = 1.0
-    amp: bool = True
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int = 0
-    steps_per_epoch: Optional[int] = None
-    val_slices: Optional[int] = None
-    val_batch_size: int = 1
-    natural: bool = False
-    train_files: Optional[list] = None
-    val_files: Optional[list] = None
-    references: Optional[int] = None
-    unlabelled: bool = False
-    teacher_cache: bool = True
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    model_overrides: dict = field(default_factory=dict)
-    resume: bool = False
-    epoch_limit: Optional[int] = None
-    progress: bool = True
-    verbose: bool = True
-    log_every: int = 1
+    mode: str = field(default="student", metadata={"role": "identity"})
+    data_dir: str = field(default="data/demo", metadata={"role": "result"})
+    out_dir: str = field(default="runs/train", metadata={"role": "operational"})
+    task: str = field(default="sr", metadata={"role": "identity"})
+    factor: int = field(default=4, metadata={"role": "identity"})
+    preset: str = field(default="tiny", metadata={"role": "identity"})
+    teacher_preset: Optional[str] = field(default=None, metadata={"role": "identity"})
+    teacher_checkpoint: Optional[str] = field(default=None, metadata={"role": "result"})
+    epochs: int = field(default=10, metadata={"role": "result"})
+    batch_size: Optional[int] = field(default=None, metadata={"role": "identity"})
+    lr: Optional[float] = field(default=None, metadata={"role": "result"})
+    weight_decay: float = field(default=1e-4, metadata={"role": "result"})
+    schedule: str = field(default="cosine", metadata={"role": "result"})
+    warmup_steps: Optional[int] = field(default=None, metadata={"role": "result"})
+    grad_clip: Optional[float] = field(default=1.0, metadata={"role": "result"})
+    amp: bool = field(default=True, metadata={"role": "result"})
+    device: str = field(default="auto", metadata={"role": "operational"})
+    seed: int = field(default=0, metadata={"role": "identity"})
+    num_workers: int = field(default=0, metadata={"role": "operational"})
+    steps_per_epoch: Optional[int] = field(default=None, metadata={"role": "result"})
+    val_slices: Optional[int] = field(default=None, metadata={"role": "result"})
+    val_batch_size: int = field(default=1, metadata={"role": "operational"})
+    natural: bool = field(default=False, metadata={"role": "identity"})
+    train_files: Optional[list] = field(default=None, metadata={"role": "identity"})
+    val_files: Optional[list] = field(default=None, metadata={"role": "identity"})
+    references: Optional[int] = field(default=None, metadata={"role": "identity"})
+    unlabelled: bool = field(default=False, metadata={"role": "identity"})
+    teacher_cache: bool = field(default=True, metadata={"role": "result"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"role": "identity"})
+    model_overrides: dict = field(default_factory=dict, metadata={"role": "identity"})
+    resume: bool = field(default=False, metadata={"role": "operational"})
+    epoch_limit: Optional[int] = field(default=None, metadata={"role": "operational"})
+    progress: bool = field(default=True, metadata={"role": "operational"})
+    verbose: bool = field(default=True, metadata={"role": "operational"})
+    log_every: int = field(default=1, metadata={"role": "operational"})
 
     def validate(self, check_paths: bool = True) -> "TrainConfig":
         """Check every field; raise :class:`ConfigError` (or :class:`DataError` for the data folder)."""
@@ -234,15 +233,34 @@ class TrainConfig:
         return "student" if self.mode == "distill" else self.mode
 
 
+
+#: every field's role (its ``metadata["role"]``), the one place that says what makes two runs the same:
+#: ``"identity"`` — must agree for a run to resume from a checkpoint (the distillation config only in
+#: distill mode); ``"result"`` — changes what a run computes but may change on resume (a longer
+#: schedule, another data folder holding the same files); ``"operational"`` — where and how it runs,
+#: never what it computes.
+FIELD_ROLES: dict[str, str] = {f.name: f.metadata["role"] for f in dataclasses.fields(TrainConfig)}
+#: fields that must agree between a run and the checkpoint it resumes from
+RESUME_IDENTITY: tuple[str, ...] = tuple(k for k, r in FIELD_ROLES.items() if r == "identity")
+#: fields that do not change what a finished run computed (the ablation's reuse of a finished run
+#: compares every other field)
+OPERATIONAL: tuple[str, ...] = tuple(k for k, r in FIELD_ROLES.items() if r == "operational")
+
+
+def same_computation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two run configurations (``to_dict()`` form) compute the same thing: every
+    non-operational field agrees."""
+    keys = (set(a) | set(b)) - set(OPERATIONAL)
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
 def check_resume(ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Raise :class:`CheckpointError` unless ``cfg`` may resume from checkpoint ``ckpt`` (read from ``path``):
     the :data:`~kdmri_lib.run_config.RESUME_IDENTITY` fields, the distillation config and the number
     of processes must agree."""
     old = ckpt.get("train_config") or {}
     new = cfg.to_dict()
-    diff = [k for k in RESUME_IDENTITY if k in old and old[k] != new[k]]
-    if cfg.mode == "distill" and old.get("distill") and old["distill"] != new["distill"]:
-        diff.append("distill")
+    diff = [k for k in RESUME_IDENTITY if k in old and old[k] != new[k] and (k != "distill" or cfg.mode == "distill")]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
         raise CheckpointError(f"{path}: cannot resume: this run's settings differ from the checkpoint's ({detail}). "

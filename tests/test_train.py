@@ -369,3 +369,23 @@ def test_distillation_flags_are_generated_from_the_config():
     assert cfg.distill == DistillConfig.preset("kd_vanilla", feature_kd=False, w_kd=0.5, confidence="hard")
     assert T.config_from_args(parser.parse_args(base)).distill == DistillConfig()
     assert T.config_from_args(parser.parse_args(base + ["--feature-kd"])).distill.feature_kd is True
+
+
+def test_field_roles_define_resume_and_the_ablations_reuse():
+    """Every TrainConfig field has one role; resume compares the identity fields, the ablation's reuse of
+    a finished run every field but the operational ones (one definition of "the same run")."""
+    import dataclasses
+
+    from kdmri_lib import run_config as RC
+
+    names = [f.name for f in dataclasses.fields(RC.TrainConfig)]
+    assert sorted(RC.FIELD_ROLES) == sorted(names)
+    assert set(RC.FIELD_ROLES.values()) == {"identity", "result", "operational"}
+    assert set(RC.RESUME_IDENTITY) == {k for k, r in RC.FIELD_ROLES.items() if r == "identity"}
+    base = RC.TrainConfig(data_dir="d", out_dir="o").to_dict()
+    for k in RC.OPERATIONAL:
+        other = dict(base, **{k: "changed"})
+        assert RC.same_computation(base, other), k
+    for k in names:
+        if k not in RC.OPERATIONAL:
+            assert not RC.same_computation(base, dict(base, **{k: "changed"})), k
