@@ -53,14 +53,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_write, ensure_dir, write_json, write_text
+from .ablation_report import (comparison_sentences, comparisons, figure, paired_difference,  # noqa: F401 (re-exported)
+                              summary_markdown, to_markdown)
+from .atomic import ensure_dir, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
 from .distill import ABLATION_ROWS, DistillConfig
 from .errors import ConfigError, KdmriError
 from .protocol import DEFAULT as DEFAULT_PROTOCOL
 from .protocol import Protocol
-from .train import RECIPES, TrainConfig, TrainingInterrupted, fit
 from .run_config import same_computation
+from .train import RECIPES, TrainConfig, TrainingInterrupted, fit
 
 #: (name, label, what) in table order; ``what``: a baseline kind, a training mode, "distill" or "corrected"
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -80,6 +82,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 ROW_NAMES = tuple(r[0] for r in ROWS)
 DISTILL_ROWS = tuple(n for n, _, w in ROWS if w == "distill")
+#: what each row is (baseline / teacher / corrected / a training mode) and its table label
+WHAT_OF = {n: w for n, _, w in ROWS}
+LABEL_OF = {n: lab for n, lab, _ in ROWS}
 assert set(DISTILL_ROWS) <= set(ABLATION_ROWS), "every distillation row has its switches in distill.ABLATION_ROWS"
 #: training order: the teacher before the distillation rows, the corrected teacher after full
 RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student", "student_matched") + DISTILL_ROWS + (
@@ -207,27 +212,8 @@ def _aggregate(name: str, label: str, params: int, gflops: float, per_seed: list
     return row
 
 
-def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 10000, seed: int = 0) -> dict:
-    """Mean per-slice PSNR difference ``a - b`` (each slice's PSNR averaged over the row's seeds)
-    and its 95 % bootstrap interval over slices (``reps`` resamples, fixed ``seed``)."""
-    d = np.asarray(a[key], dtype=float) - np.asarray(b[key], dtype=float)
-    if d.size == 0:
-        raise ValueError("paired_difference: no slices")
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, size=(reps, d.size))].mean(1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "slices": int(d.size),
-            "excludes_zero": bool(lo > 0 or hi < 0)}
-
-
-def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
-    """Train (or reuse) and score every row and seed; write the table, JSON and figure.
-    Returns the ``ablation.json`` object."""
-    from .device import describe, get_device
-    from .models import baselines_for, build_model
-    from .reconstruct import open_split
-
-    out = Path(s.out)
+def _wanted_rows(s: AblationSettings) -> tuple[str, ...]:
+    """The rows to run (all by default; ``teacher_corrected`` brings ``full``), checked."""
     wanted = tuple(s.rows) if s.rows else ROW_NAMES
     unknown = sorted(set(wanted) - set(ROW_NAMES))
     if unknown:
@@ -236,19 +222,22 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
         raise ConfigError("seeds: give at least one seed")
     if "teacher_corrected" in wanted and "full" not in wanted:
         wanted = wanted + ("full",)
+    return wanted
+
+
+def _scored_sets(s: AblationSettings) -> dict:
+    """``{"scored": target-domain validation slices, "heldout": the held-out real scan (when present)}``."""
+    from .reconstruct import open_split
+
     sets = {"scored": open_split(s.data, s.task, s.factor, "val", include=list(s.protocol.val))}
     if (Path(s.data) / "singlecoil_heldout").is_dir():
         sets["heldout"] = open_split(s.data, s.task, s.factor, "heldout")
-    shape = tuple(sets["scored"][0]["target"].shape[-2:])
-    device = get_device(s.device)
-    ensure_dir(out, "ablation output folder (--out)")    # only once the settings have been checked
-    what_of = {n: w for n, _, w in ROWS}
-    label_of = {n: lab for n, lab, _ in ROWS}
-    order = [n for n in RUN_ORDER if n in wanted]
-    results: dict[str, dict] = {}
-    reused: list[str] = []
-    corrected: list[dict] = []
-    t_all = time.perf_counter()
+    return sets
+
+
+def _prepare_runs(s: AblationSettings, order: Sequence[str], log) -> tuple[set, list]:
+    """Train the source teacher when ``s.teacher == "train"``, clear the runs ``--force`` retrains;
+    return the (row, seed) runs finished before this call and those still to train."""
     if s.teacher == "train":
         tcfg = _train_config(s, "teacher", "teacher", 0)
         if s.force and Path(tcfg.out_dir).exists():
@@ -256,18 +245,101 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
         if not _finished(tcfg):
             log(f"[ablation] training the teacher on the source domain ({', '.join(s.protocol.source)}) ...")
             fit(tcfg)
-    learned = [(n, seed) for n in order if what_of[n] not in ("baseline", "teacher", "corrected") for seed in s.seeds]
+    learned = [(n, seed) for n in order if WHAT_OF[n] not in ("baseline", "teacher", "corrected") for seed in s.seeds]
     if s.force:   # (workers never get --force: the parent clears the runs before it starts them)
         for n, seed in learned:
-            d = Path(_train_config(s, n, what_of[n], seed).out_dir)
+            d = Path(_train_config(s, n, WHAT_OF[n], seed).out_dir)
             if d.exists():
                 shutil.rmtree(d)
-    finished_before = {(n, seed) for n, seed in learned if _finished(_train_config(s, n, what_of[n], seed))}
-    pending = [r for r in learned if r not in finished_before]
+    finished_before = {(n, seed) for n, seed in learned if _finished(_train_config(s, n, WHAT_OF[n], seed))}
+    return finished_before, [r for r in learned if r not in finished_before]
+
+
+class _Scorer:
+    """Scores the ablation's rows one by one (training, or resuming, a learned row's seeds first)."""
+
+    def __init__(self, s: AblationSettings, sets: dict, device, finished_before: set, log):
+        self.s, self.sets, self.device, self.finished_before, self.log = s, sets, device, finished_before, log
+        self.shape = tuple(sets["scored"][0]["target"].shape[-2:])
+        self.reused: list[str] = []
+        self.corrected: list[dict] = []
+        self.results: dict[str, dict] = {}
+
+    def row(self, name: str, head: str) -> Optional[dict]:
+        """Score one row; ``None`` when it does not apply (a baseline without meaning for the task,
+        the corrected teacher without a ``full`` run)."""
+        from .models import baselines_for, build_model
+
+        s, what = self.s, WHAT_OF[name]
+        if what == "baseline":
+            if name not in baselines_for(s.task):
+                self.log(f"{head} skipped (no meaning for {s.task})")
+                return None
+            model = build_model(name, task=s.task, factor=s.factor)
+            params, gflops = 0, _row_model_info(name, s.preset, s.task, s.factor, self.shape)[1]
+            per_seed = [{"seed": None, **_score(model, self.sets, self.device)}]
+        elif what == "teacher":
+            model, _ = load_model(teacher_checkpoint(s), self.device, expect={"kind": "teacher", "task": s.task,
+                                                                              "factor": s.factor})
+            params, gflops = _row_model_info("teacher", model.preset, s.task, s.factor, self.shape)
+            per_seed = [{"seed": None, "checkpoint": teacher_checkpoint(s), **_score(model, self.sets, self.device)}]
+        elif what == "corrected":
+            if not self.corrected:
+                self.log(f"{head} skipped (no corrected teacher: run the full row)")
+                return None
+            per_seed = self.corrected
+            params, gflops = self.results["teacher"]["params"], self.results["teacher"]["GFLOPs"]
+        else:
+            per_seed, model = self.learned(name, what, head)
+            params, gflops = _row_model_info(model.kind, model.preset, s.task, s.factor, self.shape)
+        self.results[name] = _aggregate(name, LABEL_OF[name], params, gflops, per_seed, list(self.sets))
+        return self.results[name]
+
+    def learned(self, name: str, what: str, head: str) -> tuple[list[dict], torch.nn.Module]:
+        """Train (or reuse / resume) and score every seed of a learned row; ``full`` also scores its
+        corrected teacher."""
+        per_seed: list[dict] = []
+        model = None
+        for seed in self.s.seeds:
+            cfg = _train_config(self.s, name, what, seed)
+            row_dir = Path(cfg.out_dir)
+            if (name, seed) in self.finished_before:
+                self.reused.append(f"{name}/seed{seed}")
+                state = True
+            else:   # trained by a worker, or still to train (or resume) here
+                state = _finished(cfg)
+            if not state:
+                self.log(f"{head} seed {seed}: training {cfg.mode} ({cfg.epochs} x {cfg.steps_per_epoch} steps)"
+                         f"{' - resuming' if state is False else ''} ...")
+                fit(cfg)
+            model, ck = load_model(row_dir / "last.pt", self.device)
+            train_time = float(sum(h.get("seconds", 0.0) for h in ck.get("history", [])))
+            per_seed.append({"seed": seed, "checkpoint": str(row_dir / "last.pt"), "train_time_s": round(train_time, 1),
+                             **_score(model, self.sets, self.device)})
+            if name == "full" and (row_dir / "teacher_last.pt").exists():
+                tmodel, _ = load_model(row_dir / "teacher_last.pt", self.device)
+                self.corrected.append({"seed": seed, "checkpoint": str(row_dir / "teacher_last.pt"),
+                                       **_score(tmodel, self.sets, self.device)})
+        return per_seed, model
+
+
+def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
+    """Train (or reuse) and score every row and seed; write the table, JSON and figure.
+    Returns the ``ablation.json`` object (``{}`` for a ``--worker`` share, which only trains)."""
+    from .device import describe, get_device
+
+    out = Path(s.out)
+    wanted = _wanted_rows(s)
+    sets = _scored_sets(s)
+    device = get_device(s.device)
+    ensure_dir(out, "ablation output folder (--out)")    # only once the settings have been checked
+    order = [n for n in RUN_ORDER if n in wanted]
+    t_all = time.perf_counter()
+    finished_before, pending = _prepare_runs(s, order, log)
     if s.worker is not None:   # one share of the training runs, no scoring
         k, n_workers = s.worker
-        for name, seed in shares(pending, n_workers, what_of)[k]:
-            cfg = _train_config(s, name, what_of[name], seed)
+        for name, seed in shares(pending, n_workers, WHAT_OF)[k]:
+            cfg = _train_config(s, name, WHAT_OF[name], seed)
             log(f"[ablation] worker {k + 1}/{n_workers}: {name} seed {seed} ({cfg.epochs} x {cfg.steps_per_epoch} steps)")
             fit(cfg)
         return {}
@@ -275,62 +347,21 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
         log("[ablation] jobs > 1 needs the command line (python -m kdmri_lib.ablation --jobs N); training here")
     elif s.jobs > 1 and len(pending) > 1:
         _run_workers(s, pending, log)
+    scorer = _Scorer(s, sets, device, finished_before, log)
     for i, name in enumerate(order, 1):
-        what = what_of[name]
         head = f"[ablation] {i:2d}/{len(order)} {name:<16}"
         t0 = time.perf_counter()
-        per_seed: list[dict] = []
-        if what == "baseline":
-            if name not in baselines_for(s.task):
-                log(f"{head} skipped (no meaning for {s.task})")
-                continue
-            model = build_model(name, task=s.task, factor=s.factor)
-            params, gflops = 0, _row_model_info(name, s.preset, s.task, s.factor, shape)[1]
-            per_seed = [{"seed": None, **_score(model, sets, device)}]
-        elif what == "teacher":
-            model, ck = load_model(teacher_checkpoint(s), device, expect={"kind": "teacher", "task": s.task,
-                                                                          "factor": s.factor})
-            params, gflops = _row_model_info("teacher", model.preset, s.task, s.factor, shape)
-            per_seed = [{"seed": None, "checkpoint": teacher_checkpoint(s), **_score(model, sets, device)}]
-        elif what == "corrected":
-            if not corrected:
-                log(f"{head} skipped (no corrected teacher: run the full row)")
-                continue
-            per_seed = corrected
-            params, gflops = results["teacher"]["params"], results["teacher"]["GFLOPs"]
-        else:
-            for seed in s.seeds:
-                cfg = _train_config(s, name, what, seed)
-                row_dir = Path(cfg.out_dir)
-                if (name, seed) in finished_before:
-                    reused.append(f"{name}/seed{seed}")
-                    state = True
-                else:   # trained by a worker, or still to train (or resume) here
-                    state = _finished(cfg)
-                if not state:
-                    log(f"{head} seed {seed}: training {cfg.mode} ({cfg.epochs} x {cfg.steps_per_epoch} steps)"
-                        f"{' - resuming' if state is False else ''} ...")
-                    fit(cfg)
-                model, ck = load_model(row_dir / "last.pt", device)
-                train_time = float(sum(h.get("seconds", 0.0) for h in ck.get("history", [])))
-                per_seed.append({"seed": seed, "checkpoint": str(row_dir / "last.pt"), "train_time_s": round(train_time, 1),
-                                 **_score(model, sets, device)})
-                if name == "full" and (row_dir / "teacher_last.pt").exists():
-                    tmodel, _ = load_model(row_dir / "teacher_last.pt", device)
-                    corrected.append({"seed": seed, "checkpoint": str(row_dir / "teacher_last.pt"),
-                                      **_score(tmodel, sets, device)})
-            params, gflops = _row_model_info(model.kind, model.preset, s.task, s.factor, shape)
-        results[name] = _aggregate(name, label_of[name], params, gflops, per_seed, list(sets))
-        r = results[name]
-        sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
-        held = f"; held-out {r['heldout_PSNR']:.3f} dB" if "heldout_PSNR" in r else ""
-        log(f"{head} PSNR {r['PSNR']:.3f}{sd} dB  SSIM {r['SSIM']:.4f}{held}  ({time.perf_counter() - t0:.0f} s)")
-    rows = [results[n] for n in ROW_NAMES if n in results]
+        r = scorer.row(name, head)
+        if r is not None:
+            sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
+            held = f"; held-out {r['heldout_PSNR']:.3f} dB" if "heldout_PSNR" in r else ""
+            log(f"{head} PSNR {r['PSNR']:.3f}{sd} dB  SSIM {r['SSIM']:.4f}{held}  ({time.perf_counter() - t0:.0f} s)")
+    rows = [scorer.results[n] for n in ROW_NAMES if n in scorer.results]
     meta = {"command": command, "device": describe(device), "torch": str(torch.__version__),
             "machine": platform.machine(), "wall_time_s": round(time.perf_counter() - t_all, 1),
             "sets": {k: {"slices": len(ds), "volumes": len(ds.volumes()), "files": [f.name for f in ds.files]}
                      for k, ds in sets.items()},
-            "slice_shape": list(shape), "date": time.strftime("%Y-%m-%d %H:%M"), "reused": reused,
+            "slice_shape": list(scorer.shape), "date": time.strftime("%Y-%m-%d %H:%M"), "reused": scorer.reused,
             "comparisons": comparisons(rows)}
     result = {"settings": s.to_dict(), "meta": meta, "rows": rows}
     write_json(out / "ablation.json", result)
@@ -381,129 +412,6 @@ def _run_workers(s: AblationSettings, pending, log) -> None:
     codes = [p.wait() for p in procs]
     if any(codes):
         raise KdmriError(f"ablation worker(s) failed (exit codes {codes}); run the same command again to resume")
-
-
-def comparisons(rows: Sequence[dict]) -> list[dict]:
-    """Paired differences (scored set, and held-out where present) of ``full`` against ``student``
-    and ``kd_vanilla``, of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first
-    row without adapters) against ``student``, of the teacher against the student and of the
-    corrected teacher against the teacher. Each: ``{"a", "b", "set", "mean", "lo", "hi", "slices",
-    "excludes_zero"}``."""
-    by = {r["name"]: r for r in rows}
-    pairs = [("full", "student"), ("full", "kd_vanilla"), ("kd_vanilla", "student"), ("kd_output", "student"),
-             ("teacher", "student"), ("teacher_corrected", "teacher")]
-    out = []
-    for a, b in pairs:
-        if a not in by or b not in by:
-            continue
-        for key, pre in (("scored", ""), ("heldout", "heldout_")):
-            if f"{pre}slice_PSNR" in by[a] and f"{pre}slice_PSNR" in by[b]:
-                out.append({"a": a, "b": b, "set": key, **paired_difference(by[a], by[b], f"{pre}slice_PSNR")})
-    return out
-
-
-def comparison_sentences(rows: Sequence[dict], comps: Sequence[dict]) -> list[str]:
-    lines = []
-    for c in comps:
-        where = "target-domain validation slices" if c["set"] == "scored" else "held-out real scan"
-        verdict = ("better" if c["lo"] > 0 else "worse" if c["hi"] < 0 else "no difference the interval can resolve")
-        lines.append(f"`{c['a']}` - `{c['b']}` on the {where}: {c['mean']:+.3f} dB (95 % bootstrap interval "
-                     f"{c['lo']:+.3f} to {c['hi']:+.3f}, {c['slices']} slices) -> {verdict}")
-    return lines
-
-
-def summary_markdown(result: dict) -> str:
-    """A short Markdown summary of an ablation (the README's): the learned rows' PSNR (mean +- sd over
-    seeds) on the target-domain slices and the held-out scan, the paired differences, the command."""
-    s, meta, rows = result["settings"], result["meta"], result["rows"]
-    lines = ["| row | seeds | target-domain PSNR (dB) | held-out PSNR (dB) |", "|---|---:|---:|---:|"]
-    for r in rows:
-        sd = f" +- {r['PSNR_sd']:.2f}" if r["seeds"] > 1 else ""
-        hsd = f" +- {r['heldout_PSNR_sd']:.2f}" if r["seeds"] > 1 and "heldout_PSNR_sd" in r else ""
-        hp = f"{r['heldout_PSNR']:.2f}{hsd}" if "heldout_PSNR" in r else "-"
-        lines.append(f"| {r['label']} (`{r['name']}`) | {r['seeds'] if r['params'] else '-'} | {r['PSNR']:.2f}{sd} | {hp} |")
-    lines += [""] + [f"* {c}" for c in comparison_sentences(rows, meta.get("comparisons", []))]
-    lines += ["", f"{s['epochs']} x {s['steps_per_epoch']} steps per run, seeds {', '.join(map(str, s['seeds']))}, "
-                  f"teacher `{s['teacher']}`, {s['protocol']['references']} target references; made by "
-                  f"`{meta.get('command')}` in {meta['wall_time_s'] / 60:.0f} min on {meta['device']} ({meta['date']})."]
-    return "\n".join(lines)
-
-
-def to_markdown(result: dict) -> str:
-    s, meta, rows = result["settings"], result["meta"], result["rows"]
-    p = s["protocol"]
-    sc = meta["sets"]["scored"]
-    held = meta["sets"].get("heldout")
-    lines = ["# Distillation ablation", "",
-             "## Protocol", "",
-             f"* teacher: `{s['teacher']}`, pre-trained with ground truth on the source domain "
-             f"(`{'`, `'.join(p['source'])}` files of the training split) only;",
-             f"* target domain: the `{'`, `'.join(p['target'])}` training files: {p['references']} reference slices "
-             f"with ground truth (whole volumes, split seed {p['split_seed']}), every other target volume a "
-             f"measurement-only pool (its ground truth is never read);",
-             "* student alone and U-Net: the references only; distillation rows: the references + the pool "
-             "(interleaved 1:1, batches twice as large, so that every row sees the references equally often), the "
-             "teacher's label on the pool; `student_matched`: the student alone with the distillation rows' batch "
-             "(their student compute);",
-             f"* every learned row: {s['epochs']} epochs x {s['steps_per_epoch']} steps, seeds "
-             f"{', '.join(map(str, s['seeds']))}, each model kind's recipe (`kdmri_lib.train.RECIPES`), "
-             f"task `{s['task']}` x{s['factor']}, preset `{s['preset']}`;",
-             f"* scored (final weights, fastMRI's metric functions): {sc['slices']} target-domain validation slices "
-             f"({', '.join(sc['files'])})" + (f" and the {held['slices']} slices of the held-out real scan" if held else "")
-             + "; no model saw their ground truth.", "",
-             "## Results", "",
-             "PSNR / SSIM / NMSE: mean over seeds (+- sample sd where there are several seeds).", "",
-             "| row | params | GFLOPs | PSNR (dB) | SSIM | NMSE | held-out PSNR (dB) | train time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
-        hsd = f" +- {r['heldout_PSNR_sd']:.3f}" if r["seeds"] > 1 and "heldout_PSNR_sd" in r else ""
-        hp = f"{r['heldout_PSNR']:.3f}{hsd}" if "heldout_PSNR" in r else "-"
-        lines.append(f"| {r['label']} (`{r['name']}`) | {r['params']:,} | {r['GFLOPs']:.3f} | {r['PSNR']:.3f}{sd} | "
-                     f"{r['SSIM']:.4f} | {r['NMSE']:.5f} | {hp} | {r['train_time_s']:.0f} |")
-    cl = comparison_sentences(rows, meta.get("comparisons", []))
-    if cl:
-        lines += ["", "## Paired differences", "",
-                  "Per-slice PSNR (each slice averaged over the row's seeds), difference of the two rows, with a 95 % "
-                  "bootstrap interval over slices:", ""] + [f"* {c}" for c in cl]
-    lines += ["", f"Command: `{meta['command'] or 'kdmri_lib.ablation.run(...)'}`  ",
-              f"Wall time of this invocation: {meta['wall_time_s']:.0f} s on {meta['device']}"
-              + (f" ({len(meta['reused'])} run(s) reused from an earlier invocation with the same settings)"
-                 if meta["reused"] else "")
-              + f"; {meta['date']}; torch {meta['torch']}.", ""]
-    return "\n".join(lines)
-
-
-
-
-def figure(rows: Sequence[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.2))
-    ax = fig.add_subplot(111)
-    names = [r["name"] for r in rows][::-1]
-    psnr = [r["PSNR"] for r in rows][::-1]
-    err = [r.get("PSNR_sd", 0.0) for r in rows][::-1]
-    colors = ["#999999" if r["params"] == 0 else "#d62728" if r["name"] in DISTILL_ROWS else "#1f77b4"
-              for r in rows][::-1]
-    ax.barh(names, psnr, xerr=err, color=colors, error_kw={"ecolor": "black", "capsize": 2, "lw": 0.8})
-    base = [r["PSNR"] for r in rows if r["name"] == "student"]
-    if base:
-        ax.axvline(base[0], color="#1f77b4", lw=0.8, ls="--", label="student alone")
-        ax.legend(loc="lower right", fontsize=8)
-    lo = min(psnr) - 0.5
-    ax.set_xlim(lo, max(p + e for p, e in zip(psnr, err)) + 0.4)
-    for y, (v, e) in enumerate(zip(psnr, err)):
-        ax.text(v + e + 0.02, y, f"{v:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("PSNR (dB) on the target-domain validation slices (mean +- sd over seeds)")
-    ax.set_title("Distillation ablation (grey: baselines, red: distillation rows)")
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
