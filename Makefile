@@ -74,7 +74,7 @@ data: $(STAMP)
 DEMO_ARGS ?=
 demo: data
 	$(PY) data_scripts/make_demo_data.py --out $(DATA) --summary
-	$(PY) -m kdmri_lib.notebook --out runs/demo --data $(DATA) $(DEMO_ARGS)
+	$(PY) -m kdmri_lib.notebook_runner --out runs/demo --data $(DATA) $(DEMO_ARGS)
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)

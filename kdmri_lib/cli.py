@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                                                      "fastMRI's evaluation"),
     "ablation": ("kdmri_lib.ablation", "main", "the distillation ablation (seeds, paired bootstrap intervals)"),
     "bench": ("kdmri_lib.profile", "main", "parameters, FLOPs and latency of the models"),
-    "notebooks": ("kdmri_lib.notebook", "main", "run the five notebooks headless with papermill"),
+    "notebooks": ("kdmri_lib.notebook_runner", "main", "run the five notebooks headless with papermill"),
     "pretrained": ("kdmri_lib.pretrained.build", "main", "rebuild the shipped zoo (resumable)"),
 }
 #: ``kdmri data SOURCE``: source -> function of :mod:`kdmri_lib.data_cli`, one line of help

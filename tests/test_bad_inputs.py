@@ -887,7 +887,7 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
         "profile": ([py, "-m", "kdmri_lib.profile", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
         "ablation": ([py, "-m", "kdmri_lib.ablation", "--out", w / "ablation out", "--data", demo_dir, "--rows",
                       "bogus"], "bogus"),
-        "notebook": ([py, "-m", "kdmri_lib.notebook", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),
+        "notebook": ([py, "-m", "kdmri_lib.notebook_runner", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),
     }
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     procs = {k: subprocess.Popen([str(a) for a in cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

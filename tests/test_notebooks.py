@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdmri_lib.notebook import NOTEBOOKS, execute, notebooks_dir
+from kdmri_lib.notebook_runner import NOTEBOOKS, execute, notebooks_dir
 
 pytestmark = pytest.mark.slow
 
@@ -105,11 +105,11 @@ def test_parameter_validation_is_clear(tmp_path, demo_dir):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
     """The notebooks in the repository read well on GitHub: every code cell was executed (a default
-    run, stored by ``python -m kdmri_lib.notebook --store-outputs``), no papermill parameter cell was
+    run, stored by ``python -m kdmri_lib.notebook_runner --store-outputs``), no papermill parameter cell was
     left in, and no output holds an error, a warning or an absolute path."""
     import nbformat
 
-    from kdmri_lib.notebook import notebooks_dir, output_problems
+    from kdmri_lib.notebook_runner import notebooks_dir, output_problems
 
     nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
