@@ -47,11 +47,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from .errors import ConfigError, DataError, check_float, check_int
-from .atomic import PARTIAL_DIR, atomic_write, ensure_dir, read_json, write_json
+from .atomic import PARTIAL_DIR, ensure_dir, read_json, write_json
+from .demo_natural import NATURAL_SET5, NATURAL_TRAIN, centre_crop_multiple, natural_image, save_png, to_luma  # noqa: F401
 from .fastmri_format import write_volume
+from .kspace_sim import foreground_mean, noise_sigma, simulate_kspace, simulate_volume, smooth_phase  # noqa: F401
 
 MNI_RELATIVE = ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -61,11 +62,6 @@ _AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 _ACQ = {"axial": "AXT1", "coronal": "CORT1", "sagittal": "SAGT1"}
 
 #: scikit-image sample images shipped inside its wheel (no download needed).
-NATURAL_TRAIN = ("camera", "coins", "moon", "page", "text", "horse", "coffee", "rocket", "immunohistochemistry",
-                 "hubble_deep_field", "retina", "brick", "grass", "gravel", "cell", "clock", "logo")
-#: five held-out images standing in for Set5 (baby, bird, butterfly, head, woman).
-NATURAL_SET5 = ("astronaut", "chelsea", "motorcycle", "colorwheel", "microaneurysms")
-
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -206,57 +202,6 @@ def _centre_in_fov(img: np.ndarray, matrix: int, bbox: tuple[slice, slice]) -> n
     return out
 
 
-def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, scale: float) -> np.ndarray:
-    """A smooth random phase map: a 2-D quadratic polynomial with N(0, scale^2) coefficients."""
-    H, W = shape
-    y, x = np.meshgrid(np.linspace(-1, 1, H), np.linspace(-1, 1, W), indexing="ij")
-    c = rng.normal(0.0, scale, size=6)
-    return (c[0] + c[1] * x + c[2] * y + 0.5 * (c[3] * x * x + c[4] * x * y + c[5] * y * y)).astype(np.float32)
-
-
-def simulate_kspace(image: np.ndarray, rng: np.random.Generator, sigma: float, max_phase: float) -> np.ndarray:
-    """``fft2c(image * exp(i phi)) + noise`` for a real ``(H, W)`` image; complex64 ``(H, W)``."""
-    from .physics import fft2c
-
-    phase = smooth_phase(image.shape, rng, max_phase)
-    cimg = image.astype(np.complex64) * np.exp(1j * phase).astype(np.complex64)
-    k = fft2c(torch.from_numpy(cimg)).numpy()
-    noise = (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape)) * (sigma / np.sqrt(2.0))
-    return (k + noise).astype(np.complex64)
-
-
-def noise_sigma(foreground_mean: float, snr_db: float) -> float:
-    """Noise standard deviation for an SNR of ``20 log10(foreground_mean / sigma)`` dB."""
-    return float(foreground_mean) / 10 ** (float(snr_db) / 20)
-
-
-def foreground_mean(images: np.ndarray, threshold: float = 0.1) -> float:
-    """Mean magnitude of the pixels above ``threshold`` (the signal level the SNR refers to)."""
-    images = np.asarray(images)
-    fg = images[images > threshold]
-    return float(fg.mean()) if fg.size else 0.0
-
-
-def simulate_volume(images, rng: np.random.Generator, sigma: float, max_phase: float) -> tuple[np.ndarray, np.ndarray]:
-    """Simulated single-coil acquisition of a stack of real images (the demo data's recipe).
-
-    Args:
-        images: sequence of real ``(H, W)`` images (magnitudes, about [0, 1]).
-        rng: random stream (phase and noise, drawn image by image).
-        sigma: complex noise standard deviation per k-space sample (see :func:`noise_sigma`).
-        max_phase: scale of the smooth random phase (radians).
-
-    Returns:
-        ``kspace`` complex64 ``(slices, H, W)`` = ``fft2c(image * exp(i phi)) + noise`` and the
-        fastMRI-style target float32 ``(slices, H, W)`` = ``|ifft2c(kspace)|``.
-    """
-    from .physics import ifft2c
-
-    kspace = np.stack([simulate_kspace(im, rng, sigma, max_phase) for im in images])
-    target = ifft2c(torch.from_numpy(kspace)).abs().numpy().astype(np.float32)
-    return kspace, target
-
-
 def plan_volumes(vol: np.ndarray, cfg: DemoConfig) -> list[dict]:
     """Which slices go into which file: a list of ``{name, split, orientation, contrast, indices}``.
 
@@ -296,55 +241,6 @@ def head_bbox(vol: np.ndarray, orientation: str, thr: float = 0.02) -> tuple[sli
     rows = np.where(proj.any(axis=1))[0]
     cols = np.where(proj.any(axis=0))[0]
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Natural images (scikit-image's sample images)
-# --------------------------------------------------------------------------------------------
-
-def _skimage_image(name: str) -> np.ndarray:
-    from skimage import data as skdata
-
-    if name == "motorcycle":
-        img = skdata.stereo_motorcycle()[0]
-    else:
-        img = getattr(skdata, name)()
-    return np.asarray(img)
-
-
-def to_luma(img: np.ndarray) -> np.ndarray:
-    """Grayscale in [0, 1]: the Y channel of YCbCr (ITU-R BT.601 weights) for colour images."""
-    img = np.asarray(img)
-    if img.dtype == bool:
-        img = img.astype(np.float32)
-    elif np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float32) / np.iinfo(img.dtype).max
-    else:
-        img = img.astype(np.float32)
-        img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12) if img.max() > 1 or img.min() < 0 else img
-    if img.ndim == 3:
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(img, 0.0, 1.0)
-
-
-def centre_crop_multiple(img: np.ndarray, limit: Optional[int] = None, multiple: int = 16) -> np.ndarray:
-    """Centre crop of a 2-D image to sides that are multiples of ``multiple``, at most ``limit``."""
-    H, W = img.shape
-    if limit is None:
-        limit = max(H, W)
-    h = min(limit, H - H % multiple)
-    w = min(limit, W - W % multiple)
-    top, left = (H - h) // 2, (W - w) // 2
-    return img[top: top + h, left: left + w]
-
-
-def save_png(path: Path, img: np.ndarray, tmp_dir: Optional[Path] = None) -> None:
-    """Write a [0, 1] grayscale image as an 8-bit PNG, atomically (temporary file in ``tmp_dir``,
-    same file system, when given: then an interrupted write leaves nothing in the image folder)."""
-    from PIL import Image
-
-    with atomic_write(path, tmp_dir=tmp_dir) as tmp:
-        Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +307,6 @@ def build_demo_data(
         ConfigError: a bad configuration, one that gives no training or no validation volume, or
             an ``out`` (or a folder inside it) that is a file.
     """
-    from tqdm.auto import tqdm
 
     cfg = (config or DemoConfig()).validate()
     out = Path(out)
@@ -441,12 +336,6 @@ def build_demo_data(
     # Before the first data file changes: the manifest no longer vouches for the folder (an interrupted
     # build is redone by the next call), and it lists every file of the old and the new build, so that
     # the next complete build can remove the files of an earlier configuration (never other files).
-    planned = [f"singlecoil_{p['split']}/{p['name']}.h5" for p in plan]
-    if cfg.heldout:
-        planned.append(f"singlecoil_heldout/{HELDOUT_NAME}.h5")
-    if cfg.natural:
-        planned += [f"natural/{split}/{n}.png" for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5))
-                    for n in names]
     earlier = list(dict.fromkeys((manifest or {}).get("files", []) + (manifest or {}).get("earlier_files", [])))
     write_json(manifest_path, {"digest": None, "incomplete": True, "building": cfg.digest(), "config": asdict(cfg),
                                "files": [], "earlier_files": earlier})
@@ -458,7 +347,35 @@ def build_demo_data(
     files: list[str] = []
     report = BuildReport(out=out, built=True, seconds=0.0, shape=(cfg.matrix, cfg.matrix), snr_db=cfg.snr_db,
                          source=_source_text(cfg))
-    bboxes = {o: head_bbox(vol, o) for o in ORIENTATIONS}
+    files += _write_mri_volumes(out, cfg, vols, vol, plan, streams, report, partial, progress)
+    if cfg.heldout:
+        files += _write_heldout(out, cfg, report, partial)
+    if cfg.natural:
+        files += _write_natural(out, cfg, report, partial)
+    report.bytes = sum((out / f).stat().st_size for f in files)
+    _remove_earlier(out, cfg, earlier, files)
+    _clean_partial(partial, remove=True)
+    report.seconds = time.perf_counter() - t0
+    manifest = {
+        "digest": cfg.digest(),
+        "config": asdict(cfg),
+        "files": files,
+        "slices": report.slices,
+        "shape": list(report.shape),
+        "noise_std": report.noise_std,
+        "bytes": report.bytes,
+        "natural": report.natural,
+        "volumes": [{k: v for k, v in p.items()} for p in plan],
+    }
+    write_json(manifest_path, manifest)
+    return report
+
+
+
+
+
+def _foreground_means(vols: dict, vol: np.ndarray, plan: list[dict], cfg: DemoConfig, bboxes: dict) -> dict:
+    """``{(orientation, contrast): mean foreground intensity}`` of the planned slices (sets the noise level)."""
     fg_means = {}
     for o in ORIENTATIONS:
         for c, v in vols.items():
@@ -466,6 +383,17 @@ def build_demo_data(
                     for p in plan if p["orientation"] == o and p["contrast"] == c for i in p["indices"]]
             if vals:
                 fg_means[o, c] = foreground_mean(np.stack(vals))
+    return fg_means
+
+
+def _write_mri_volumes(out: Path, cfg: DemoConfig, vols: dict, vol: np.ndarray, plan: list[dict], streams,
+                       report: "BuildReport", partial: Path, progress: bool) -> list[str]:
+    """Simulate and write the planned training / validation volumes (one random stream each)."""
+    from tqdm.auto import tqdm
+
+    bboxes = {o: head_bbox(vol, o) for o in ORIENTATIONS}
+    fg_means = _foreground_means(vols, vol, plan, cfg, bboxes)
+    files: list[str] = []
     bar = tqdm(plan, desc="demo volumes", disable=not progress, leave=False)
     for entry, rng in zip(bar, streams):
         o, c = entry["orientation"], entry["contrast"]
@@ -489,58 +417,51 @@ def build_demo_data(
         report.files.setdefault(entry["split"], []).append(Path(rel).name)
         report.slices[entry["split"]] = report.slices.get(entry["split"], 0) + len(imgs)
         report.noise_std[f"{o} {c}"] = float(sigma)
+    return files
 
-    if cfg.heldout:
-        imgs = heldout_images()
-        rng = np.random.default_rng([cfg.seed, 7919])
-        sigma = noise_sigma(foreground_mean(imgs), cfg.snr_db)
-        kspace, target = simulate_volume(imgs, rng, sigma, cfg.max_phase_rad)
-        rel = f"singlecoil_heldout/{HELDOUT_NAME}.h5"
-        write_volume(out / rel, kspace, target, {
-            "acquisition": "AXEPI", "patient_id": HELDOUT_NAME,
-            "source": "nibabel example4d.nii.gz (a real EPI brain scan, first volume, 2 mm); simulated single-coil k-space",
-            "snr_db": float(cfg.snr_db), "noise_std": float(sigma), "orientation": "axial", "contrast": "EPI",
-        }, fov_mm=(2.0 * imgs.shape[1], 2.0 * imgs.shape[2], 2.2), tmp_dir=partial)
-        files.append(rel)
-        report.files.setdefault("heldout", []).append(Path(rel).name)
-        report.slices["heldout"] = len(imgs)
 
-    if cfg.natural:
-        for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5)):
-            folder = out / "natural" / split
-            for name in names:
-                img = centre_crop_multiple(to_luma(_skimage_image(name)), cfg.natural_crop)
-                save_png(folder / f"{name}.png", img, tmp_dir=partial)
-                files.append(f"natural/{split}/{name}.png")
-                report.natural.setdefault(split, []).append(f"{name}.png")
+def _write_heldout(out: Path, cfg: DemoConfig, report: "BuildReport", partial: Path) -> list[str]:
+    """The held-out real scan (nibabel's EPI brain), simulated like the demo volumes."""
+    imgs = heldout_images()
+    rng = np.random.default_rng([cfg.seed, 7919])
+    sigma = noise_sigma(foreground_mean(imgs), cfg.snr_db)
+    kspace, target = simulate_volume(imgs, rng, sigma, cfg.max_phase_rad)
+    rel = f"singlecoil_heldout/{HELDOUT_NAME}.h5"
+    write_volume(out / rel, kspace, target, {
+        "acquisition": "AXEPI", "patient_id": HELDOUT_NAME,
+        "source": "nibabel example4d.nii.gz (a real EPI brain scan, first volume, 2 mm); simulated single-coil k-space",
+        "snr_db": float(cfg.snr_db), "noise_std": float(sigma), "orientation": "axial", "contrast": "EPI",
+    }, fov_mm=(2.0 * imgs.shape[1], 2.0 * imgs.shape[2], 2.2), tmp_dir=partial)
+    report.files.setdefault("heldout", []).append(Path(rel).name)
+    report.slices["heldout"] = len(imgs)
+    return [rel]
 
-    report.bytes = sum((out / f).stat().st_size for f in files)
+
+def _write_natural(out: Path, cfg: DemoConfig, report: "BuildReport", partial: Path) -> list[str]:
+    """The natural images (:mod:`kdmri_lib.demo_natural`) as PNGs."""
+    files = []
+    for split, names in (("train", NATURAL_TRAIN), ("set5", NATURAL_SET5)):
+        folder = out / "natural" / split
+        for name in names:
+            img = centre_crop_multiple(to_luma(natural_image(name)), cfg.natural_crop)
+            save_png(folder / f"{name}.png", img, tmp_dir=partial)
+            files.append(f"natural/{split}/{name}.png")
+            report.natural.setdefault(split, []).append(f"{name}.png")
+    return files
+
+
+def _remove_earlier(out: Path, cfg: DemoConfig, earlier: list[str], files: list[str]) -> None:
+    """Remove the files of an earlier configuration that this one does not have (only ``.h5`` / ``.png``
+    files a manifest listed), and the natural-image folders a build without them emptied."""
     now = set(files)
-    for f in earlier:   # files of an earlier configuration that this one does not have
+    for f in earlier:
         p = out / f
         if f not in now and p.is_file() and p.suffix in (".h5", ".png"):
             p.unlink()
-    for sub in ("natural/train", "natural/set5", "natural"):   # emptied by a build without natural images
+    for sub in ("natural/train", "natural/set5", "natural"):
         d = out / sub
         if not cfg.natural and d.is_dir() and not any(d.iterdir()):
             d.rmdir()
-    _clean_partial(partial, remove=True)
-    report.seconds = time.perf_counter() - t0
-    manifest = {
-        "digest": cfg.digest(),
-        "config": asdict(cfg),
-        "files": files,
-        "slices": report.slices,
-        "shape": list(report.shape),
-        "noise_std": report.noise_std,
-        "bytes": report.bytes,
-        "natural": report.natural,
-        "volumes": [{k: v for k, v in p.items()} for p in plan],
-    }
-    write_json(manifest_path, manifest)
-    return report
-
-
 
 
 def _clean_partial(partial: Path, remove: bool = False) -> None:

@@ -22,7 +22,7 @@ on its own):
 2. zero-padded to a square (centred; the Kaggle images are 512 x 512 mostly, some are smaller or
    not square) and resized to ``matrix x matrix`` (default 256 x 256, divisible by 16; bicubic with
    anti-aliasing), so the aspect ratio is kept;
-3. k-space simulated **exactly as for the demo data** (:func:`kdmri_lib.demo_data.simulate_volume`):
+3. k-space simulated **exactly as for the demo data** (:func:`kdmri_lib.kspace_sim.simulate_volume`):
    a smooth random phase (scale 1.5 rad), the centred orthonormal FFT, complex Gaussian noise at
    40 dB SNR relative to the image's mean foreground magnitude (pixels > 0.1), one random stream
    per image seeded from ``(seed, source file name)``;
@@ -48,7 +48,8 @@ import h5py
 import numpy as np
 
 from ..data import IMAGE_SUFFIXES
-from ..demo_data import DemoConfig, foreground_mean, noise_sigma, simulate_volume
+from ..demo_data import DemoConfig
+from ..kspace_sim import foreground_mean, noise_sigma, simulate_volume
 from ..errors import ConfigError, DataError, check_float, check_int
 from ..fastmri_format import write_volume
 from . import _common as C

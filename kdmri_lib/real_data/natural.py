@@ -2,7 +2,7 @@
 
 From local archives or folders (``src``), or downloaded (resumable, SHA-256 verified) from a URL.
 Every image is stored as an 8-bit grayscale PNG of its Y channel (YCbCr, ITU-R BT.601, the same
-:func:`kdmri_lib.demo_data.to_luma` as the demo's stand-ins), centre-cropped to sides that are
+:func:`kdmri_lib.demo_natural.to_luma` as the demo's stand-ins), centre-cropped to sides that are
 multiples of 16 (and to at most ``max_size`` if given), in the same layout as the demo data, so
 ``natural_dir`` works the same::
 
@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..data import IMAGE_SUFFIXES
-from ..demo_data import centre_crop_multiple, save_png
+from ..demo_natural import centre_crop_multiple, save_png
 from ..errors import ConfigError, DataError, check_int
 from . import _common as C
 
