@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from .ablation_report import (comparison_sentences, comparisons, figure, paired_difference,  # noqa: F401 (re-exported)
-                              summary_markdown, to_markdown)
+                              summary_markdown, to_markdown, volume_means)
 from .atomic import ensure_dir, write_json, write_text
 from .checkpoint import load_checkpoint, load_model
 from .distill import ABLATION_ROWS, DistillConfig
@@ -192,7 +192,8 @@ def _score(model, sets: dict, device) -> dict:
     for key, ds in sets.items():
         r = evaluate(model, ds, device=device, per_slice=True)
         out[key] = {**{m: float(r["means"][m]) for m in ("PSNR", "SSIM", "NMSE")},
-                    "slice_PSNR": [float(x["PSNR"]) for x in r["per_slice"]]}
+                    "slice_PSNR": [float(x["PSNR"]) for x in r["per_slice"]],
+                    "slice_files": [str(x["fname"]) for x in r["per_slice"]]}
     return out
 
 
@@ -205,6 +206,7 @@ def _aggregate(name: str, label: str, params: int, gflops: float, per_seed: list
             row[f"{pre}{m}"] = float(np.mean(vals))
             row[f"{pre}{m}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
         row[f"{pre}slice_PSNR"] = [float(v) for v in np.mean([p[key]["slice_PSNR"] for p in per_seed], axis=0)]
+        row[f"{pre}volume_PSNR"] = volume_means(row[f"{pre}slice_PSNR"], per_seed[0][key]["slice_files"])
     row["per_seed"] = [{"seed": p["seed"], "checkpoint": p.get("checkpoint"), "train_time_s": p.get("train_time_s", 0.0),
                         **{(m if key == "scored" else f"{key}_{m}"): p[key][m] for key in sets
                            for m in ("PSNR", "SSIM", "NMSE")}} for p in per_seed]
@@ -253,6 +255,15 @@ def _prepare_runs(s: AblationSettings, order: Sequence[str], log) -> tuple[set, 
                 shutil.rmtree(d)
     finished_before = {(n, seed) for n, seed in learned if _finished(_train_config(s, n, WHAT_OF[n], seed))}
     return finished_before, [r for r in learned if r not in finished_before]
+
+
+def _split_text(s: AblationSettings) -> str:
+    """Which target volumes are the references and which the pool (:func:`kdmri_lib.protocol.describe`)."""
+    from .protocol import describe
+    from .reconstruct import open_split
+
+    train = open_split(s.data, s.task, s.factor, "train", include=list(s.protocol.target))
+    return describe(train, s.protocol.references, s.protocol.split_seed)
 
 
 class _Scorer:
@@ -362,7 +373,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
             "sets": {k: {"slices": len(ds), "volumes": len(ds.volumes()), "files": [f.name for f in ds.files]}
                      for k, ds in sets.items()},
             "slice_shape": list(scorer.shape), "date": time.strftime("%Y-%m-%d %H:%M"), "reused": scorer.reused,
-            "comparisons": comparisons(rows)}
+            "comparisons": comparisons(rows), "split": _split_text(s)}
     result = {"settings": s.to_dict(), "meta": meta, "rows": rows}
     write_json(out / "ablation.json", result)
     write_text(out / "ablation.md", to_markdown(result))

@@ -13,10 +13,21 @@ import numpy as np
 from .atomic import atomic_write
 from .distill import ABLATION_ROWS
 
-__all__ = ["paired_difference", "comparisons", "comparison_sentences", "summary_markdown", "to_markdown", "figure"]
+__all__ = ["volume_means", "paired_difference", "comparisons", "comparison_sentences", "summary_markdown", "to_markdown", "figure"]
 
 #: the distillation rows (drawn in red in the figure)
 DISTILL_ROWS = ("kd_vanilla",) + tuple(n for n in ABLATION_ROWS if n != "kd_vanilla")
+
+
+def volume_means(slice_psnr: Sequence[float], slice_files: Sequence[str]) -> dict[str, float]:
+    """``{file name: mean PSNR of its slices}``, in the order the files first appear (the demo's scored
+    volumes are one per contrast, so this is the per-contrast view of a row)."""
+    if len(slice_psnr) != len(slice_files):
+        raise ValueError(f"volume_means: {len(slice_psnr)} slice values for {len(slice_files)} slice files")
+    out: dict[str, list[float]] = {}
+    for v, f in zip(slice_psnr, slice_files):
+        out.setdefault(str(f), []).append(float(v))
+    return {f: float(np.mean(v)) for f, v in out.items()}
 
 
 def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 10000, seed: int = 0) -> dict:
@@ -74,8 +85,18 @@ def summary_markdown(result: dict) -> str:
     lines += [""] + [f"* {c}" for c in comparison_sentences(rows, meta.get("comparisons", []))]
     lines += ["", f"{s['epochs']} x {s['steps_per_epoch']} steps per run, seeds {', '.join(map(str, s['seeds']))}, "
                   f"teacher `{s['teacher']}`, {s['protocol']['references']} target references; made by "
-                  f"`{meta.get('command')}` in {meta['wall_time_s'] / 60:.0f} min on {meta['device']} ({meta['date']})."]
+                  f"`{meta.get('command')}` on {meta['device']} ({meta['date']}); {_cost_text(rows, meta)}."]
     return "\n".join(lines)
+
+
+def _cost_text(rows: Sequence[dict], meta: dict) -> str:
+    """The training runs' summed run time (whichever invocation trained them) and this invocation's wall time."""
+    runs = [p["train_time_s"] for r in rows for p in r.get("per_seed", []) if p.get("train_time_s")]
+    text = f"this invocation {meta['wall_time_s'] / 60:.0f} min wall"
+    if runs:
+        text = (f"{len(runs)} training runs of {sum(runs) / 60:.0f} min in all (summed run times; `--jobs N` runs N at "
+                f"once), " + text)
+    return text
 
 
 def to_markdown(result: dict) -> str:
@@ -90,6 +111,7 @@ def to_markdown(result: dict) -> str:
              f"* target domain: the `{'`, `'.join(p['target'])}` training files: {p['references']} reference slices "
              f"with ground truth (whole volumes, split seed {p['split_seed']}), every other target volume a "
              f"measurement-only pool (its ground truth is never read);",
+             *([f"* the split: {meta['split']};".replace("\n", "; ")] if meta.get("split") else []),
              "* student alone and U-Net: the references only; distillation rows: the references + the pool "
              "(interleaved 1:1, batches twice as large, so that every row sees the references equally often), the "
              "teacher's label on the pool; `student_matched`: the student alone with the distillation rows' batch "
@@ -110,13 +132,22 @@ def to_markdown(result: dict) -> str:
         hp = f"{r['heldout_PSNR']:.3f}{hsd}" if "heldout_PSNR" in r else "-"
         lines.append(f"| {r['label']} (`{r['name']}`) | {r['params']:,} | {r['GFLOPs']:.3f} | {r['PSNR']:.3f}{sd} | "
                      f"{r['SSIM']:.4f} | {r['NMSE']:.5f} | {hp} | {r['train_time_s']:.0f} |")
+    vols = [f for f in (rows[0].get("volume_PSNR") or {})] if rows else []
+    if len(vols) > 1:
+        lines += ["", "### By scored volume", "",
+                  "Mean PSNR (dB) of each scored volume's slices (seed-averaged); the demo's scored volumes are one "
+                  "per contrast, and the references are whole volumes, so a contrast can lack references.", "",
+                  "| row | " + " | ".join(f"`{f}`" for f in vols) + " |", "|---|" + "---:|" * len(vols)]
+        for r in rows:
+            vp = r.get("volume_PSNR") or {}
+            lines.append(f"| `{r['name']}` | " + " | ".join(f"{vp[f]:.3f}" if f in vp else "-" for f in vols) + " |")
     cl = comparison_sentences(rows, meta.get("comparisons", []))
     if cl:
         lines += ["", "## Paired differences", "",
                   "Per-slice PSNR (each slice averaged over the row's seeds), difference of the two rows, with a 95 % "
                   "bootstrap interval over slices:", ""] + [f"* {c}" for c in cl]
     lines += ["", f"Command: `{meta['command'] or 'kdmri_lib.ablation.run(...)'}`  ",
-              f"Wall time of this invocation: {meta['wall_time_s']:.0f} s on {meta['device']}"
+              f"Cost: {_cost_text(rows, meta)}; on {meta['device']}"
               + (f" ({len(meta['reused'])} run(s) reused from an earlier invocation with the same settings)"
                  if meta["reused"] else "")
               + f"; {meta['date']}; torch {meta['torch']}.", ""]

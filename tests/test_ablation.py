@@ -45,6 +45,11 @@ def test_mini_ablation_writes_table_json_figure_and_is_resumable(demo_dir, tmp_p
     md = (out / "ablation.md").read_text()
     assert "| row | params | GFLOPs | PSNR (dB) | SSIM | NMSE | held-out PSNR (dB) | train time (s) |" in md
     assert "python -m kdmri_lib.ablation" in md and "bootstrap interval" in md and "measurement-only pool" in md
+    vols = result["meta"]["sets"]["scored"]["files"]
+    for r in rows:   # per scored volume (one per contrast): the mean of that volume's slices
+        assert list(r["volume_PSNR"]) == vols
+        assert np.mean(list(r["volume_PSNR"].values())) == pytest.approx(np.mean(r["slice_PSNR"]))
+    assert "### By scored volume" in md and "references: 12 slices" in result["meta"]["split"]
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     # the student alone really saw only the references: 12 slices of 2 volumes
     cfg = json.loads((out / "student" / "seed0" / "config.json").read_text())
@@ -114,3 +119,11 @@ def test_worker_shares_cover_every_run_once_and_balance_the_cost():
     assert sorted(r for p in parts for r in p) == sorted(runs) and parts == A.shares(runs, 2, what_of)
     cost = [sum(A._COST.get(n, A._COST.get(what_of[n], 1.0)) for n, _ in p) for p in parts]
     assert max(cost) - min(cost) <= max(A._COST.values())
+
+
+def test_volume_means_group_slices_by_file():
+    from kdmri_lib.ablation_report import volume_means
+
+    assert volume_means([1.0, 3.0, 10.0, 20.0, 5.0], ["a", "a", "b", "b", "a"]) == {"a": 3.0, "b": 15.0}
+    with pytest.raises(ValueError, match="2 slice values for 3 slice files"):
+        volume_means([1.0, 2.0], ["a", "b", "c"])
