@@ -26,7 +26,7 @@ help:
 	@echo "make test-browser - only the JupyterLab + headless Chromium test (screenshots in runs/browser/)"
 	@echo "make lab          - JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab in notebooks/, with this venv's kernel"
 	@echo "make data         - build the embedded demo data into $(DATA)/"
-	@echo "make bench        - profile the models (params / FLOPs / latency)"
+	@echo "make bench        - benchmark the models (params / FLOPs / latency)"
 	@echo "make pretrained   - retrain the shipped zoo (kdmri_lib/pretrained/; hours of CPU, resumable)"
 	@echo "make bench-distill - distillation ablation, 3 seeds (sr x4, tiny student; BENCH_ARGS='--epochs 8 --steps-per-epoch 250' scales it)"
 
@@ -98,7 +98,7 @@ lab: data
 	  --IdentityProvider.token=$$token --KernelManager.transport=ipc $$root $(LAB_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m kdmri_lib.profile --out runs/bench
+	$(PY) -m kdmri_lib.benchmark --out runs/bench
 
 # the few-references protocol (kdmri_lib.protocol), every student row x 3 seeds, scored with fastMRI's metric
 # functions on the sagittal validation slices and the held-out scan: runs/bench/ablation.{md,json,png}

@@ -8,10 +8,11 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
 Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
 Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device``, ``resources`` -> ``physics`` /
-``masks`` -> ``fastmri_format`` -> ``demo_data`` / ``data`` (+ ``protocol``) / ``real_data`` -> ``metrics`` ->
-``models`` -> ``losses`` -> ``distill`` -> ``run_config`` -> ``schedule`` / ``run_log`` -> ``trainer`` ->
-``train`` / ``reconstruct`` -> ``profile`` /
-``ablation`` -> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook``.
+``masks`` -> ``fastmri_format`` / ``kspace_sim`` -> ``demo_data`` (+ ``demo_natural``, ``head_model``) / ``data``
+(+ ``protocol``) / ``real_data`` -> ``metrics`` -> ``models`` -> ``losses`` -> ``distill_config`` /
+``distill_state`` -> ``distill`` -> ``run_config`` -> ``schedule`` / ``run_log`` / ``train_state`` -> ``trainer`` ->
+``train`` / ``reconstruct`` -> ``benchmark`` / ``ablation`` (+ ``ablation_report``) / ``pilots`` -> ``results``
+-> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook`` (in the kernel) / ``notebook_runner`` (papermill) -> ``cli``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
     "metrics", "models", "losses", "checkpoint", "distill", "run_config", "schedule", "run_log", "trainer", "train",
-    "reconstruct", "profile", "ablation", "viz",
+    "reconstruct", "benchmark", "ablation", "ablation_report", "pilots", "viz", "distill_config", "distill_state",
+    "train_state", "kspace_sim", "demo_natural", "notebook_runner", "teacher_cache",
     "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol", "check",
 )
 

@@ -177,7 +177,7 @@ def _finished(cfg: TrainConfig) -> Optional[bool]:
 
 def _row_model_info(kind: str, preset: str, task: str, factor: int, shape) -> tuple[int, float]:
     from .models import build_model
-    from .profile import count_params, model_flops
+    from .benchmark import count_params, model_flops
 
     params = count_params(build_model(kind, preset, task, factor))
     gflops = model_flops(kind, preset, task, factor, shape=shape) / 1e9

@@ -26,9 +26,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reconstruct": ("kdmri_lib.reconstruct", "main", "reconstruct a data folder with a checkpoint or a baseline; "
                                                      "fastMRI's evaluation"),
     "ablation": ("kdmri_lib.ablation", "main", "the distillation ablation (seeds, paired bootstrap intervals)"),
-    "bench": ("kdmri_lib.profile", "main", "parameters, FLOPs and latency of the models"),
+    "bench": ("kdmri_lib.benchmark", "main", "parameters, FLOPs and latency of the models"),
     "notebooks": ("kdmri_lib.notebook_runner", "main", "run the five notebooks headless with papermill"),
     "pretrained": ("kdmri_lib.pretrained.build", "main", "rebuild the shipped zoo (resumable)"),
+    "pilots": ("kdmri_lib.pilots", "main", "the pilot measurements behind the ablation's diagnosis (docs/training.md)"),
 }
 #: ``kdmri data SOURCE``: source -> function of :mod:`kdmri_lib.data_cli`, one line of help
 DATA_COMMANDS: dict[str, tuple[str, str]] = {

@@ -88,7 +88,7 @@ def summary_rows(methods: Mapping[str, dict], scores: Mapping[str, dict], task: 
                  shape: Sequence[int] = (320, 320), latency: bool = True, device="cpu", repeats: int = 3) -> list[dict]:
     """One row per method: ``method``, ``source``, ``params``, ``GFLOPs`` and ``latency_ms`` at
     ``shape`` (latency optional), and the mean ``PSNR``, ``SSIM``, ``NMSE`` of ``scores``."""
-    from .profile import count_params, model_flops, profile_model
+    from .benchmark import count_params, model_flops, profile_model
     from .resources import catch_oom
 
     rows = []

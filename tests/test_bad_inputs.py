@@ -884,7 +884,7 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
         "train": ([py, "-m", "kdmri_lib.train", "student", "--data", w / "empty dir", "--out", w / "r"], "empty dir"),
         "reconstruct": ([py, "-m", "kdmri_lib.reconstruct", "--checkpoint", w / "random.pt", "--data", demo_dir, "--out",
                          w / "rec"], "random.pt"),
-        "profile": ([py, "-m", "kdmri_lib.profile", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
+        "profile": ([py, "-m", "kdmri_lib.benchmark", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
         "ablation": ([py, "-m", "kdmri_lib.ablation", "--out", w / "ablation out", "--data", demo_dir, "--rows",
                       "bogus"], "bogus"),
         "notebook": ([py, "-m", "kdmri_lib.notebook_runner", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),

@@ -19,7 +19,7 @@ Conventions
 * **Peak memory**: CUDA only, ``torch.cuda.max_memory_allocated`` during one forward pass,
   including the weights (``None`` on CPU).
 
-``make bench`` (``python -m kdmri_lib.profile --out runs/bench``) measures, in one run, at a
+``make bench`` (``python -m kdmri_lib.benchmark --out runs/bench``) measures, in one run, at a
 320x320 output, for ``sr`` x4, ``sr`` x2 and ``cs`` x4: the ``paper`` teacher, the student
 (``tiny``, ``small``, ``paper``), the ``paper`` fastMRI U-Net and a **CHPNet-like re-creation** of
 the released student (:class:`kdmri_lib.models.CHPNetLike`), and writes ``bench.md`` (tables,
@@ -406,7 +406,7 @@ def _parse_tasks(text: str) -> list[tuple[str, int]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kdmri_lib.profile",
+    p = argparse.ArgumentParser(prog="python -m kdmri_lib.benchmark",
                                 description="Profile the reconstruction models (params, FLOPs, latency, peak memory).")
     p.add_argument("--out", default="runs/bench", help="output folder for bench.md and bench.json")
     p.add_argument("--presets", default=None,

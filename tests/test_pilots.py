@@ -1,0 +1,26 @@
+"""The pilot commands behind docs/training.md's diagnosis run, log what they measured, and refuse bad input."""
+import pytest
+
+from kdmri_lib import pilots
+
+
+def test_correction_pilot_changes_only_what_it_trains_and_reports_both_contrasts(demo_dir):
+    lines = []
+    rows = pilots.correction_pilot(str(demo_dir), params="head", lr=1e-3, steps=2, log=lines.append)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert set(rows[-1]["PSNR"]) == set(rows[-1]["delta"]) == {"T1", "T2"}
+    assert "12 reference slices, 66 pool slices" in lines[0]
+    assert any(v != 0 for v in rows[-1]["delta"].values())   # two steps at 1e-3 move the head
+
+
+def test_stratified_references_take_one_volume_per_contrast(demo_dir):
+    ds, refs, pool = pilots._training_slices(str(demo_dir), "stratified")
+    assert len(refs) == len(ds) == 12 and pool == []
+    assert {f.name.split("_")[0] for f in ds.files} == {"mni152", "mni152t2"}
+
+
+def test_pilot_cli_rejects_bad_numbers(capsys):
+    assert pilots.main(["correction", "--steps", "0"]) == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pilots.main(["correction", "--params", "body"])
