@@ -7,12 +7,10 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
 
 Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
 
-Layering (nothing imports upward): ``errors``, ``atomic`` -> ``device``, ``resources`` -> ``physics`` /
-``masks`` -> ``fastmri_format`` / ``kspace_sim`` -> ``demo_data`` (+ ``demo_natural``, ``head_model``) / ``data``
-(+ ``protocol``) / ``real_data`` -> ``metrics`` -> ``models`` -> ``losses`` -> ``distill_config`` /
-``distill_state`` -> ``distill`` -> ``run_config`` -> ``schedule`` / ``run_log`` / ``train_state`` -> ``trainer`` ->
-``train`` / ``reconstruct`` -> ``benchmark`` / ``ablation`` (+ ``ablation_report``) / ``pilots`` -> ``results``
--> ``viz`` / ``widgets`` / ``lessons`` -> ``notebook`` (in the kernel) / ``notebook_runner`` (papermill) -> ``cli``.
+Layering: :data:`LAYERS` lists the modules layer by layer, lowest first (core -> mri -> datasets ->
+models -> distill -> engine -> experiments -> teaching -> cli); a module imports only from its own
+layer or a lower one, and no import cycle exists (``tests/test_layers.py`` checks every import,
+function-level ones included).
 """
 
 from __future__ import annotations
@@ -22,13 +20,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "errors", "atomic", "device", "resources", "physics", "masks", "fastmri_format", "demo_data", "data", "real_data",
-    "metrics", "models", "losses", "checkpoint", "distill", "run_config", "schedule", "run_log", "trainer", "train",
-    "reconstruct", "benchmark", "ablation", "ablation_report", "pilots", "viz", "distill_config", "distill_state",
-    "train_state", "kspace_sim", "demo_natural", "notebook_runner", "teacher_cache",
-    "widgets", "lessons", "results", "notebook", "pretrained", "released", "head_model", "protocol", "check",
+#: the library's layers, lowest first: ``(layer, modules)``; a module imports only from its own layer
+#: or a lower one (a package's modules belong to the package's entry unless listed on their own)
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("core", ("errors", "atomic", "device", "resources")),
+    ("mri", ("masks", "physics", "metrics", "fastmri_format", "kspace_sim")),
+    ("datasets", ("protocol", "data", "head_model", "demo_natural", "demo_data", "real_data")),
+    ("models", ("models", "pretrained.index", "checkpoint", "losses", "released", "teacher_cache")),
+    ("distill", ("distill_config", "distill_state", "distill")),
+    ("engine", ("run_config", "schedule", "run_log", "train_state", "trainer", "train", "reconstruct")),
+    ("experiments", ("ablation_report", "ablation", "benchmark", "pilots", "results", "pretrained")),
+    ("teaching", ("viz", "widgets", "lessons", "check", "notebook", "notebook_runner")),
+    ("cli", ("data_cli", "cli")),
 )
+_SUBMODULES = tuple(m for _, mods in LAYERS for m in mods if "." not in m)
 
 
 def __getattr__(name: str) -> Any:

@@ -252,7 +252,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from .device import get_device
 
-    from .pretrained import resolve
+    from .pretrained.index import resolve
 
     path = resolve(path)   # pretrained:NAME -> the verified zoo file; a path stays a path
     ckpt = load_checkpoint(path)

@@ -75,7 +75,7 @@ from .distill_config import (ABLATION_PIECES, ABLATION_ROWS, BALANCE_MODES, CAND
 from .distill_state import DistillState, LossBreakdown
 from .errors import ConfigError
 from .models.adapters import Adapters
-from .teacher_cache import TeacherCache
+from .teacher_cache import TeacherCache, teacher_tta
 
 __all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_PIECES",
            "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP", "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON",
@@ -86,27 +86,6 @@ __all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "
 def unwrap(module: nn.Module) -> nn.Module:
     """The model inside a ``DistributedDataParallel`` wrapper (or the module itself)."""
     return getattr(module, "module", module)
-
-
-def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.Tensor] = None,
-                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's prediction under test-time augmentation, and its spread (no gradient).
-
-    Flips of the image are measured again with the same operator, ``y_f = A flip(A^H y)``,
-    reconstructed, and flipped back: ``sr``: flips along both axes and both together (the
-    low-resolution block is symmetric up to one line); ``cs``: along the fully-sampled rows only (a
-    column flip would move the measured columns). ``first``: the un-augmented prediction when it is
-    already computed. Returns ``(mean, std)``, each ``(B, 1, H, W)`` float32.
-    """
-    flips = ((-2,), (-1,), (-2, -1)) if getattr(op, "task", "sr") == "sr" or not hasattr(op, "mask") else ((-2,),)
-    with torch.no_grad(), autocast(y.device, amp):
-        preds = [first.detach().float() if first is not None else teacher(y, op).float()]
-        x0 = op.adjoint(y)
-        for dims in flips:
-            yf = op.forward(torch.flip(x0, dims))
-            preds.append(torch.flip(teacher(yf, op).float(), dims))
-    p = torch.stack(preds)
-    return p.mean(0), p.std(0, unbiased=False)
 
 
 def _select(t: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:

@@ -184,7 +184,7 @@ class TrainConfig:
                 raise ConfigError("distill mode needs teacher_checkpoint: train a teacher first "
                                   "(`python -m kdmri_lib.train teacher ...`, or give the distill CLI --teacher-epochs N "
                                   "to train one into OUT/teacher)")
-            from .pretrained import card, zoo_name
+            from .pretrained.index import card, zoo_name
 
             if check_paths and zoo_name(self.teacher_checkpoint):
                 card(zoo_name(self.teacher_checkpoint))   # a known zoo entry (its file is verified when loaded)

@@ -39,7 +39,30 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .device import autocast
 from .errors import ConfigError
+
+def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.Tensor] = None,
+                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's prediction under test-time augmentation, and its spread (no gradient).
+
+    Flips of the image are measured again with the same operator, ``y_f = A flip(A^H y)``,
+    reconstructed, and flipped back: ``sr``: flips along both axes and both together (the
+    low-resolution block is symmetric up to one line); ``cs``: along the fully-sampled rows only (a
+    column flip would move the measured columns). ``first``: the un-augmented prediction when it is
+    already computed. Returns ``(mean, std)``, each ``(B, 1, H, W)`` float32.
+    """
+    flips = ((-2,), (-1,), (-2, -1)) if getattr(op, "task", "sr") == "sr" or not hasattr(op, "mask") else ((-2,),)
+    with torch.no_grad(), autocast(y.device, amp):
+        preds = [first.detach().float() if first is not None else teacher(y, op).float()]
+        x0 = op.adjoint(y)
+        for dims in flips:
+            yf = op.forward(torch.flip(x0, dims))
+            preds.append(torch.flip(teacher(yf, op).float(), dims))
+    p = torch.stack(preds)
+    return p.mean(0), p.std(0, unbiased=False)
+
+
 
 #: entries kept at most (a cache that outgrows this is cleared: the samples do not repeat)
 MAX_ENTRIES = 20000
@@ -196,8 +219,6 @@ class TeacherCache(nn.Module):
     def label(self, y: torch.Tensor, op, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The test-time-augmented label ``(mean, std)`` of each sample (:func:`teacher_tta` through
         this cache), memoised until the head's next relabelling."""
-        from .distill import teacher_tta
-
         y = self.teacher.check_inputs(y, op)
         keys = [sample_key(y[i]) for i in range(y.shape[0])]
         stale = [i for i, k in enumerate(keys) if k not in self._label or self._label[k][0] != self.version]

@@ -231,7 +231,7 @@ class Trainer:
         if (self.distill and cfg.teacher_cache and not D.is_distributed()
                 and teacher_cache.usable(cfg.task, cfg.natural, self.teacher)
                 and (not self.correction or dcfg.t_params == "head")):
-            from .pretrained import resolve
+            from .pretrained.index import resolve
 
             store = teacher_cache.shared_store(str(resolve(cfg.teacher_checkpoint)), frozen=not self.correction)
             self.teacher_t = self.cache = teacher_cache.TeacherCache(self.teacher, relabel_every=dcfg.relabel_every,
