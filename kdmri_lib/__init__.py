@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("errors", "atomic", "device", "resources")),
     ("mri", ("masks", "physics", "metrics", "fastmri_format", "kspace_sim")),
-    ("datasets", ("protocol", "data", "head_model", "demo_natural", "demo_data", "real_data")),
+    ("datasets", ("protocol", "data_files", "data", "head_model", "demo_natural", "demo_data", "real_data")),
     ("models", ("models", "pretrained.index", "checkpoint", "losses", "released", "teacher_cache")),
     ("distill", ("distill_config", "distill_state", "distill")),
     ("engine", ("run_config", "schedule", "run_log", "train_state", "trainer", "train", "reconstruct")),
