@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("models", "pretrained.index", "checkpoint", "losses", "released", "teacher_cache")),
     ("distill", ("distill_config", "distill_state", "distill")),
     ("engine", ("run_config", "schedule", "run_log", "train_state", "trainer", "train", "reconstruct")),
-    ("experiments", ("ablation_report", "ablation", "benchmark", "pilots", "results", "pretrained")),
+    ("experiments", ("ablation_report", "ablation_workers", "ablation", "benchmark", "pilots", "results", "pretrained")),
     ("teaching", ("viz", "widgets", "lessons", "check", "notebook", "notebook_runner")),
     ("cli", ("data_cli", "cli")),
 )

@@ -325,14 +325,8 @@ def build_demo_data(
     vols = source_volumes(cfg)
     vol = vols[cfg.contrasts[0] if cfg.head == "whole" else "T1w"]
     plan = plan_volumes(vol, cfg)
-    for split in ("train", "val"):
-        if not any(p["split"] == split for p in plan):
-            raise ConfigError(f"this demo configuration gives no {split} volume (stride {cfg.stride}, min_head_fraction "
-                              f"{cfg.min_head_fraction}); use a smaller stride (default {DemoConfig.stride})")
-    ensure_dir(out, "demo data folder")
-    for sub in ("singlecoil_train", "singlecoil_val") + (("singlecoil_heldout",) if cfg.heldout else ()) + \
-            (("natural/train", "natural/set5") if cfg.natural else ()):
-        ensure_dir(out / sub, "demo data folder")
+    _check_plan(plan, cfg)
+    _make_folders(out, cfg)
     # Before the first data file changes: the manifest no longer vouches for the folder (an interrupted
     # build is redone by the next call), and it lists every file of the old and the new build, so that
     # the next complete build can remove the files of an earlier configuration (never other files).
@@ -372,6 +366,22 @@ def build_demo_data(
 
 
 
+
+
+def _check_plan(plan: list[dict], cfg: DemoConfig) -> None:
+    """A plan must give at least one training and one validation volume."""
+    for split in ("train", "val"):
+        if not any(p["split"] == split for p in plan):
+            raise ConfigError(f"this demo configuration gives no {split} volume (stride {cfg.stride}, min_head_fraction "
+                              f"{cfg.min_head_fraction}); use a smaller stride (default {DemoConfig.stride})")
+
+
+def _make_folders(out: Path, cfg: DemoConfig) -> None:
+    """The data folder and the split folders this configuration writes."""
+    ensure_dir(out, "demo data folder")
+    for sub in ("singlecoil_train", "singlecoil_val") + (("singlecoil_heldout",) if cfg.heldout else ()) + \
+            (("natural/train", "natural/set5") if cfg.natural else ()):
+        ensure_dir(out / sub, "demo data folder")
 
 
 def _foreground_means(vols: dict, vol: np.ndarray, plan: list[dict], cfg: DemoConfig, bboxes: dict) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kdmri_lib import ablation as A
+from kdmri_lib import ablation_workers
 
 
 @pytest.mark.slow
@@ -117,8 +118,8 @@ def test_worker_shares_cover_every_run_once_and_balance_the_cost():
     runs = [(n, s) for n in A.ROW_NAMES if what_of[n] in ("unet", "student", "distill") for s in (0, 1, 2)]
     parts = A.shares(runs, 2, what_of)
     assert sorted(r for p in parts for r in p) == sorted(runs) and parts == A.shares(runs, 2, what_of)
-    cost = [sum(A._COST.get(n, A._COST.get(what_of[n], 1.0)) for n, _ in p) for p in parts]
-    assert max(cost) - min(cost) <= max(A._COST.values())
+    cost = [sum(ablation_workers._COST.get(n, ablation_workers._COST.get(what_of[n], 1.0)) for n, _ in p) for p in parts]
+    assert max(cost) - min(cost) <= max(ablation_workers._COST.values())
 
 
 def test_volume_means_group_slices_by_file():

@@ -99,3 +99,16 @@ def test_the_import_graph_has_no_cycle():
     for n in sorted(graph):
         if n not in state:
             visit(n)
+
+
+def test_modules_and_functions_stay_small():
+    """No module over ~500 lines, no function over ~80 (docstrings included)."""
+    big, long = [], []
+    for name, path in _modules().items():
+        src = path.read_text()
+        if src.count("\n") > 530:
+            big.append(f"{name}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 85:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not big and not long, "\n".join(big + long)

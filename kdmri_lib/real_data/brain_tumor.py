@@ -236,6 +236,46 @@ def _row_from_file(path: Path, split: str, cls: str, dig: str) -> Optional[dict]
         return None
 
 
+def _convert_all(reader, order: dict, out: Path, cfg: "BrainTumorConfig", dig: str, src: Path,
+                 report: "BrainTumorReport", force: bool, progress: bool) -> tuple[list, list]:
+    """Convert the planned images of every split and class (an image already converted with this
+    configuration is kept); returns the index rows and the written files."""
+    from tqdm.auto import tqdm
+
+    tmp_dir = C.partial_dir(out)
+    total = sum(sum(cfg.per_class(s).values()) for s in ("train", "test"))
+    rows, files = [], []
+    bar = tqdm(total=total, desc="brain tumor images", unit="img", disable=not progress)
+    for (split, cls), candidates in order.items():
+        need = cfg.per_class(split)[cls]
+        folder = out / OUT_SPLIT[split]
+        folder.mkdir(parents=True, exist_ok=True)
+        taken = 0
+        for canon, member in candidates:
+            if taken == need:
+                break
+            dest = folder / out_name(cls, canon)
+            row = _row_from_file(dest, split, cls, dig) if dest.exists() and not force else None
+            if row is not None and row["source"] == canon:
+                report.kept += 1
+            else:
+                try:
+                    row = convert_image(reader.read(member), canon, cls, split, dest, cfg, tmp_dir)
+                except DataError as e:
+                    report.unreadable.append(str(e))
+                    continue
+                report.written += 1
+            rows.append(row)
+            files.append(f"{OUT_SPLIT[split]}/{dest.name}")
+            taken += 1
+            bar.update(1)
+        if taken < need:
+            raise DataError(f"{src}: only {taken} readable images in {SPLIT_DIRS[split].capitalize()}/{cls}, "
+                            f"{need} needed")
+    bar.close()
+    return rows, files
+
+
 def prepare_brain_tumor(
     src: Optional[str | os.PathLike],
     out: str | os.PathLike,
@@ -254,8 +294,6 @@ def prepare_brain_tumor(
     the same configuration finds the manifest and every file and does nothing; an interrupted
     call is completed by the next (files are written atomically, existing ones are kept).
     """
-    from tqdm.auto import tqdm
-
     cfg = (config or BrainTumorConfig()).validate()
     out = Path(out)
     t0 = time.perf_counter()
@@ -285,37 +323,7 @@ def prepare_brain_tumor(
                             f"(expected Training/ and Testing/ with {', '.join(CLASSES)})")
         order = plan_split(images, cfg)
         C.clean_partial(out)          # the source is usable: only now is anything written under out
-        tmp_dir = C.partial_dir(out)
-        total = sum(sum(cfg.per_class(s).values()) for s in ("train", "test"))
-        rows, files = [], []
-        bar = tqdm(total=total, desc="brain tumor images", unit="img", disable=not progress)
-        for (split, cls), candidates in order.items():
-            need = cfg.per_class(split)[cls]
-            folder = out / OUT_SPLIT[split]
-            folder.mkdir(parents=True, exist_ok=True)
-            taken = 0
-            for canon, member in candidates:
-                if taken == need:
-                    break
-                dest = folder / out_name(cls, canon)
-                row = _row_from_file(dest, split, cls, dig) if dest.exists() and not force else None
-                if row is not None and row["source"] == canon:
-                    report.kept += 1
-                else:
-                    try:
-                        row = convert_image(reader.read(member), canon, cls, split, dest, cfg, tmp_dir)
-                    except DataError as e:
-                        report.unreadable.append(str(e))
-                        continue
-                    report.written += 1
-                rows.append(row)
-                files.append(f"{OUT_SPLIT[split]}/{dest.name}")
-                taken += 1
-                bar.update(1)
-            if taken < need:
-                raise DataError(f"{src}: only {taken} readable images in {SPLIT_DIRS[split].capitalize()}/{cls}, "
-                                f"{need} needed")
-        bar.close()
+        rows, files = _convert_all(reader, order, out, cfg, dig, src, report, force, progress)
     # files of an earlier configuration
     now = set(files)
     for f in old.get("files", []):

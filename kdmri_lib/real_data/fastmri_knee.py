@@ -344,6 +344,20 @@ def prepare_fastmri(
         if rec["rows"]:
             records.append(rec)
 
+    rows = _write_index(out, records, report, cfg, manifest_path)
+    unknown = [r for r in rows if r["notes"]]
+    if unknown:
+        report.notes.append(f"{len(unknown)} file(s) have notes in the index (unusual acquisition / sizes)")
+    report.seconds = time.perf_counter() - t0
+    if report.errors:
+        raise DataError("some sources could not be read completely; the good files were kept and indexed, "
+                        "run again after fixing them:\n  " + "\n  ".join(report.errors) + "\n" + report.summary())
+    return report
+
+
+def _write_index(out: Path, records: list, report: FastMRIReport, cfg: FastMRIConfig, manifest_path: Path) -> list:
+    """The index (one row per kept file), the list of corrupt files and the manifest, when anything
+    changed; returns the rows (also in ``report``)."""
     rows = sorted({(r["split"], r["file"]): r for rec in records for r in rec["rows"]}.values(),
                   key=lambda r: (list(OUT_SPLITS).index(r["split"]), r["file"]))
     corrupt = sorted({(c["split"], c["file"]): c for rec in records for c in rec["corrupt"]}.values(),
@@ -356,14 +370,7 @@ def prepare_fastmri(
                      + "".join(f"{c['split']}/{c['file']}\t{c['source']}\t{c['reason']}\n" for c in corrupt))
         C.write_json(manifest_path, {"kind": "fastmri", "config": asdict(cfg), "sources": records})
     C.clean_partial(out)
-    unknown = [r for r in rows if r["notes"]]
-    if unknown:
-        report.notes.append(f"{len(unknown)} file(s) have notes in the index (unusual acquisition / sizes)")
-    report.seconds = time.perf_counter() - t0
-    if report.errors:
-        raise DataError("some sources could not be read completely; the good files were kept and indexed, "
-                        "run again after fixing them:\n  " + "\n  ".join(report.errors) + "\n" + report.summary())
-    return report
+    return rows
 
 
 def _folder_fingerprint(path: Path) -> dict:

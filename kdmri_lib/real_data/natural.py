@@ -203,6 +203,36 @@ def _resolve_source(name: str, src, url, sha256, downloads: Path, allow_unverifi
     return dest
 
 
+def _convert_set(reader, chosen: list, name: str, folder: Path, out: Path, cfg: "NaturalConfig",
+                 report: "NaturalReport", progress: bool) -> tuple[list, list]:
+    """Convert the chosen images of one set to grayscale PNGs (an unreadable image is reported and
+    skipped); returns the written files and the index rows."""
+    from tqdm.auto import tqdm
+
+    tmp_dir = C.partial_dir(out)
+    files, rows = [], []
+    used = set()
+    for member, data in tqdm(reader.iter_read(chosen), total=len(chosen), desc=name, unit="img",
+                             disable=not progress):
+        fn = clean_name(member)
+        if fn in used:
+            fn = C.safe_name(PurePosixPath(member).with_suffix("").as_posix()) + ".png"
+        used.add(fn)
+        try:
+            img = C.load_luma(data, member)
+            if min(img.shape) < 16:
+                raise DataError(f"{member}: image {img.shape} is smaller than 16 pixels")
+            img = centre_crop_multiple(img, cfg.max_size, 16)
+        except DataError as e:
+            report.unreadable.append(str(e))
+            continue
+        save_png(folder / fn, img, tmp_dir=tmp_dir)
+        files.append(f"natural/{SETS[name]}/{fn}")
+        rows.append({"set": name, "file": f"{SETS[name]}/{fn}", "source": member,
+                     "size": f"{img.shape[0]}x{img.shape[1]}"})
+    return files, rows
+
+
 def prepare_natural(
     out: str | os.PathLike,
     sets: Sequence[str] = ("flickr2k", "set5"),
@@ -226,8 +256,6 @@ def prepare_natural(
             so a later run with another configuration needs no new download.
         allow_unverified: download even without an expected checksum.
     """
-    from tqdm.auto import tqdm
-
     cfg = (config or NaturalConfig()).validate()
     src, url, sha256 = dict(src or {}), dict(url or {}), dict(sha256 or {})
     for s in (*sets, *src, *url, *sha256):
@@ -255,27 +283,7 @@ def prepare_natural(
             chosen = select_flickr2k(names, cfg.n_train, cfg.seed) if name == "flickr2k" else select_set5(names)
             folder.mkdir(parents=True, exist_ok=True)   # the source is usable: only now is anything written
             C.clean_partial(out)                         # temporary files of an interrupted run
-            tmp_dir = C.partial_dir(out)
-            files, rows = [], []
-            used = set()
-            for member, data in tqdm(reader.iter_read(chosen), total=len(chosen), desc=name, unit="img",
-                                     disable=not progress):
-                fn = clean_name(member)
-                if fn in used:
-                    fn = C.safe_name(PurePosixPath(member).with_suffix("").as_posix()) + ".png"
-                used.add(fn)
-                try:
-                    img = C.load_luma(data, member)
-                    if min(img.shape) < 16:
-                        raise DataError(f"{member}: image {img.shape} is smaller than 16 pixels")
-                    img = centre_crop_multiple(img, cfg.max_size, 16)
-                except DataError as e:
-                    report.unreadable.append(str(e))
-                    continue
-                save_png(folder / fn, img, tmp_dir=tmp_dir)
-                files.append(f"natural/{SETS[name]}/{fn}")
-                rows.append({"set": name, "file": f"{SETS[name]}/{fn}", "source": member,
-                             "size": f"{img.shape[0]}x{img.shape[1]}"})
+            files, rows = _convert_set(reader, chosen, name, folder, out, cfg, report, progress)
         if not files:
             raise DataError(f"{path}: no readable {name} images")
         if name == "set5" and len(files) != 5:
