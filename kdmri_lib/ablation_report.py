@@ -72,31 +72,57 @@ def comparison_sentences(rows: Sequence[dict], comps: Sequence[dict]) -> list[st
     return lines
 
 
+def volume_label(fname: str) -> str:
+    """A scored volume's column title: its contrast for the demo's volumes (``T2w volume``), else its file."""
+    from .demo_data import _PREFIX
+
+    stem = fname.split("_")[0]
+    contrast = {prefix: c for c, prefix in _PREFIX.items()}.get(stem)
+    return f"{contrast} volume" if contrast else f"`{fname}`"
+
+
+def _interval(c: dict) -> str:
+    verdict = "better" if c["lo"] > 0 else "worse" if c["hi"] < 0 else "no resolved difference"
+    return f"{c['mean']:+.2f} dB [{c['lo']:+.2f}, {c['hi']:+.2f}] ({verdict})"
+
+
 def summary_markdown(result: dict) -> str:
-    """A short Markdown summary of an ablation (the README's): the learned rows' PSNR (mean +- sd over
-    seeds) on the target-domain slices and the held-out scan, the paired differences, the command."""
+    """A short Markdown summary of an ablation (the README's): each row's PSNR (mean +- sd over seeds)
+    on the target-domain slices, per scored volume and on the held-out scan; one line per paired
+    comparison (both sets, 95 % bootstrap intervals); the budget and the command."""
     s, meta, rows = result["settings"], result["meta"], result["rows"]
-    lines = ["| row | seeds | target-domain PSNR (dB) | held-out PSNR (dB) |", "|---|---:|---:|---:|"]
+    vols = list((rows[0].get("volume_PSNR") or {})) if rows else []
+    lines = ["| row | seeds | target PSNR (dB) | " + "".join(f"{volume_label(v)} | " for v in vols) + "held-out PSNR (dB) |",
+             "|---|---:|---:|" + "---:|" * len(vols) + "---:|"]
     for r in rows:
         sd = f" +- {r['PSNR_sd']:.2f}" if r["seeds"] > 1 else ""
-        hsd = f" +- {r['heldout_PSNR_sd']:.2f}" if r["seeds"] > 1 and "heldout_PSNR_sd" in r else ""
-        hp = f"{r['heldout_PSNR']:.2f}{hsd}" if "heldout_PSNR" in r else "-"
-        lines.append(f"| {r['label']} (`{r['name']}`) | {r['seeds'] if r['params'] else '-'} | {r['PSNR']:.2f}{sd} | {hp} |")
-    lines += [""] + [f"* {c}" for c in comparison_sentences(rows, meta.get("comparisons", []))]
-    lines += ["", f"{s['epochs']} x {s['steps_per_epoch']} steps per run, seeds {', '.join(map(str, s['seeds']))}, "
-                  f"teacher `{s['teacher']}`, {s['protocol']['references']} target references; made by "
-                  f"`{meta.get('command')}` on {meta['device']} ({meta['date']}); {_cost_text(rows, meta)}."]
+        hp = f"{r['heldout_PSNR']:.2f}" if "heldout_PSNR" in r else "-"
+        vp = r.get("volume_PSNR") or {}
+        lines.append(f"| {r['label']} (`{r['name']}`) | {r['seeds'] if r['params'] else '-'} | {r['PSNR']:.2f}{sd} | "
+                     + "".join(f"{vp[v]:.2f} | " if v in vp else "- | " for v in vols) + f"{hp} |")
+    by_pair: dict = {}
+    for c in meta.get("comparisons", []):
+        by_pair.setdefault((c["a"], c["b"]), {})[c["set"]] = c
+    lines.append("")
+    for (a, b), sets in by_pair.items():
+        parts = [f"{_interval(sets['scored'])} on the target slices"] if "scored" in sets else []
+        parts += [f"{_interval(sets['heldout'])} on the held-out scan"] if "heldout" in sets else []
+        lines.append(f"* `{a}` - `{b}`: " + "; ".join(parts))
+    lines += ["", f"Paired per-slice differences with 95 % bootstrap intervals. {s['epochs']} x {s['steps_per_epoch']} "
+                  f"steps per run, seeds {', '.join(map(str, s['seeds']))}, teacher `{s['teacher']}`, "
+                  f"{s['protocol']['references']} target references; `{meta.get('command')}` on {meta['device']} "
+                  f"({meta['date']}); {_cost_text(rows, meta, wall=False)}."]
     return "\n".join(lines)
 
 
-def _cost_text(rows: Sequence[dict], meta: dict) -> str:
+def _cost_text(rows: Sequence[dict], meta: dict, wall: bool = True) -> str:
     """The training runs' summed run time (whichever invocation trained them) and this invocation's wall time."""
     runs = [p["train_time_s"] for r in rows for p in r.get("per_seed", []) if p.get("train_time_s")]
-    text = f"this invocation {meta['wall_time_s'] / 60:.0f} min wall"
-    if runs:
-        text = (f"{len(runs)} training runs of {sum(runs) / 60:.0f} min in all (summed run times; `--jobs N` runs N at "
-                f"once), " + text)
-    return text
+    parts = [f"{len(runs)} training runs of {sum(runs) / 60:.0f} min in all (summed run times; `--jobs N` runs N at "
+             f"once)"] if runs else []
+    if wall or not runs:
+        parts.append(f"this invocation {meta['wall_time_s'] / 60:.0f} min wall")
+    return ", ".join(parts)
 
 
 def to_markdown(result: dict) -> str:
