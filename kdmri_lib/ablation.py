@@ -42,6 +42,7 @@ one resumed (``--force`` retrains).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import shutil
 import sys
@@ -97,27 +98,33 @@ TEACHER_BUDGET = 3
 DEFAULT_TEACHER = "pretrained:sr4_teacher_source_small"
 
 
+#: the run configuration's defaults: the settings the ablation shares with a training run start from them
+_RUN_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 @dataclass
 class AblationSettings:
-    """The budget and protocol shared by every row."""
+    """The budget and protocol shared by every row (the fields a training run also has default to
+    :class:`~kdmri_lib.run_config.TrainConfig`'s; the budget — epochs, steps, seeds, validation
+    slices — is the ablation's own)."""
 
     out: str = "runs/bench"
-    data: str = "data/demo"
-    task: str = "sr"
-    factor: int = 4
-    preset: str = "tiny"
-    teacher_preset: Optional[str] = None
+    data: str = _RUN_DEFAULT["data_dir"]
+    task: str = _RUN_DEFAULT["task"]
+    factor: int = _RUN_DEFAULT["factor"]
+    preset: str = _RUN_DEFAULT["preset"]
+    teacher_preset: Optional[str] = _RUN_DEFAULT["teacher_preset"]
     teacher: str = DEFAULT_TEACHER
     epochs: int = 2
     steps_per_epoch: Optional[int] = 800
     teacher_epochs: Optional[int] = None
-    batch_size: Optional[int] = None   # None: each model kind's recipe (train.RECIPES)
-    lr: Optional[float] = None
+    batch_size: Optional[int] = _RUN_DEFAULT["batch_size"]   # None: each model kind's recipe (train.RECIPES)
+    lr: Optional[float] = _RUN_DEFAULT["lr"]
     seeds: Sequence[int] = (0, 1, 2)
     references: int = DEFAULT_PROTOCOL.references
     protocol: Protocol = field(default_factory=lambda: DEFAULT_PROTOCOL)
-    device: str = "auto"
-    val_slices: Optional[int] = 2
+    device: str = _RUN_DEFAULT["device"]
+    val_slices: Optional[int] = 2   # the ablation's own budget (TrainConfig: every validation slice)
     rows: Optional[Sequence[str]] = None
     force: bool = False
     progress: bool = True

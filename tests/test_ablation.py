@@ -128,3 +128,14 @@ def test_volume_means_group_slices_by_file():
     assert volume_means([1.0, 3.0, 10.0, 20.0, 5.0], ["a", "a", "b", "b", "a"]) == {"a": 3.0, "b": 15.0}
     with pytest.raises(ValueError, match="2 slice values for 3 slice files"):
         volume_means([1.0, 2.0], ["a", "b", "c"])
+
+
+def test_ablation_settings_start_from_the_run_configuration():
+    """The settings a training run also has take TrainConfig's defaults (one definition)."""
+    from kdmri_lib.run_config import TrainConfig
+
+    s, t = A.AblationSettings(), TrainConfig()
+    assert (s.data, s.task, s.factor, s.preset, s.teacher_preset, s.batch_size, s.lr, s.device) == \
+        (t.data_dir, t.task, t.factor, t.preset, t.teacher_preset, t.batch_size, t.lr, t.device)
+    cfg = A._train_config(s, "student", "student", 0)
+    assert (cfg.task, cfg.factor, cfg.preset, cfg.data_dir) == (t.task, t.factor, t.preset, t.data_dir)
