@@ -100,7 +100,7 @@ lab: data
 bench: $(STAMP)
 	$(PY) -m kdmri_lib.benchmark --out runs/bench
 
-# the few-references protocol (kdmri_lib.protocol), every student row x 3 seeds, scored with fastMRI's metric
+# the few-references protocol (kdmri_lib.datasets.protocol), every student row x 3 seeds, scored with fastMRI's metric
 # functions on the sagittal validation slices and the held-out scan: runs/bench/ablation.{md,json,png}
 # (finished runs are reused, BENCH_ARGS=--force retrains; the measured wall time is in ablation.md)
 BENCH_ARGS ?=

@@ -5,12 +5,18 @@ The library behind the kdmri notebooks. Import it once and reach every module fr
     import kdmri_lib as kd
     op = kd.physics.build_operator("sr", 4, shape=(192, 192))
 
-Submodules are imported on first use, so ``import kdmri_lib`` stays fast.
+Modules are imported on first use, so ``import kdmri_lib`` stays fast; ``kd.<module>`` reaches every
+module by its short name (``kd.physics`` is :mod:`kdmri_lib.mri.physics`, :data:`MODULES`).
 
-Layering: :data:`LAYERS` lists the modules layer by layer, lowest first (core -> mri -> datasets ->
-models -> distill -> engine -> experiments -> teaching -> cli); a module imports only from its own
-layer or a lower one, and no import cycle exists (``tests/test_layers.py`` checks every import,
-function-level ones included).
+The packages are layers, lowest first (:data:`LAYERS`): ``core`` (errors, atomic writes, devices,
+resources) -> ``mri`` (physics, masks, metrics, file format) -> ``datasets`` (files, slices, protocol,
+demo and real data) -> ``models`` (+ checkpoints, the zoo's index) -> ``distill`` (losses, the
+memoised teacher, the objective) -> ``engine`` (run configuration, trainer, fit, reconstruction) ->
+``experiments`` (ablation, benchmark, pilots, results; the zoo's tools) -> ``teaching`` (figures,
+widgets, lessons, notebook setup and runner) -> ``cli``. A module imports only from its own layer or
+a lower one, and no import cycle exists (``tests/test_layers.py`` checks every import, function-level
+ones included). ``python -m kdmri_lib.train`` (``reconstruct``, ``ablation``, ``benchmark``,
+``notebook_runner``, ``pilots``) keeps working through thin shims.
 """
 
 from __future__ import annotations
@@ -20,32 +26,47 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: the library's layers, lowest first: ``(layer, modules)``; a module imports only from its own layer
-#: or a lower one (a package's modules belong to the package's entry unless listed on their own)
+#: the library's layers, lowest first: ``(layer, packages / modules)``; a module imports only from its
+#: own layer or a lower one (a module belongs to the longest listed prefix of its name)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("errors", "atomic", "device", "resources")),
-    ("mri", ("masks", "physics", "metrics", "fastmri_format", "kspace_sim")),
-    ("datasets", ("protocol", "data_files", "data", "head_model", "demo_natural", "demo_data", "real_data")),
-    ("models", ("models", "pretrained.index", "checkpoint", "losses", "released", "teacher_cache")),
-    ("distill", ("distill_config", "distill_state", "distill")),
-    ("engine", ("run_config", "schedule", "run_log", "train_state", "trainer", "train", "reconstruct")),
-    ("experiments", ("ablation_report", "ablation_workers", "ablation", "benchmark", "pilots", "results", "pretrained")),
-    ("teaching", ("viz", "widgets", "lessons", "check", "notebook", "notebook_runner")),
-    ("cli", ("data_cli", "cli")),
+    ("core", ("core",)),
+    ("mri", ("mri",)),
+    ("datasets", ("datasets",)),
+    ("models", ("models", "pretrained.index")),
+    ("distill", ("distill",)),
+    ("engine", ("engine",)),
+    ("experiments", ("experiments", "pretrained")),
+    ("teaching", ("teaching",)),
+    ("cli", ("data_cli", "cli", "train", "reconstruct", "ablation", "benchmark", "notebook_runner", "pilots")),
 )
-_SUBMODULES = tuple(m for _, mods in LAYERS for m in mods if "." not in m)
+#: ``kd.<name>``: every module by its short name (the notebooks' one import line reaches them all)
+MODULES: dict[str, str] = {
+    **{m: f"core.{m}" for m in ("errors", "atomic", "device", "resources")},
+    **{m: f"mri.{m}" for m in ("physics", "masks", "metrics", "fastmri_format", "kspace_sim")},
+    **{m: f"datasets.{m}" for m in ("protocol", "data_files", "data", "head_model", "demo_natural", "demo_data",
+                                     "real_data")},
+    "models": "models", "checkpoint": "models.checkpoint", "pretrained": "pretrained",
+    "distill": "distill", "losses": "distill.losses", "teacher_cache": "distill.teacher_cache",
+    **{m: f"engine.{m}" for m in ("run_config", "schedule", "run_log", "train_state", "trainer", "train",
+                                   "reconstruct")},
+    **{m: f"experiments.{m}" for m in ("ablation", "ablation_report", "ablation_workers", "benchmark", "pilots",
+                                        "results")},
+    **{m: f"teaching.{m}" for m in ("viz", "widgets", "lessons", "check", "released", "notebook",
+                                     "notebook_runner")},
+    **{p: p for p in ("core", "mri", "datasets", "engine", "experiments", "teaching", "cli", "data_cli")},
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
+    if name in MODULES:
+        module = importlib.import_module(f".{MODULES[name]}", __name__)
         globals()[name] = module
         return module
     raise AttributeError(f"module 'kdmri_lib' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_SUBMODULES))
+    return sorted(set(globals()) | set(MODULES))
 
 
 def environment_summary() -> str:
@@ -53,7 +74,7 @@ def environment_summary() -> str:
     import numpy
     import torch
 
-    from .device import describe, get_device
+    from kdmri_lib.core.device import describe, get_device
 
     try:
         from importlib.metadata import version

@@ -22,14 +22,14 @@ __all__ = ["COMMANDS", "DATA_COMMANDS", "main"]
 
 #: command -> (module, function, one line of help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("kdmri_lib.train", "main", "train a teacher, a student or a U-Net, or distil (exact resume, DDP)"),
-    "reconstruct": ("kdmri_lib.reconstruct", "main", "reconstruct a data folder with a checkpoint or a baseline; "
+    "train": ("kdmri_lib.engine.train", "main", "train a teacher, a student or a U-Net, or distil (exact resume, DDP)"),
+    "reconstruct": ("kdmri_lib.engine.reconstruct", "main", "reconstruct a data folder with a checkpoint or a baseline; "
                                                      "fastMRI's evaluation"),
-    "ablation": ("kdmri_lib.ablation", "main", "the distillation ablation (seeds, paired bootstrap intervals)"),
-    "bench": ("kdmri_lib.benchmark", "main", "parameters, FLOPs and latency of the models"),
-    "notebooks": ("kdmri_lib.notebook_runner", "main", "run the five notebooks headless with papermill"),
+    "ablation": ("kdmri_lib.experiments.ablation", "main", "the distillation ablation (seeds, paired bootstrap intervals)"),
+    "bench": ("kdmri_lib.experiments.benchmark", "main", "parameters, FLOPs and latency of the models"),
+    "notebooks": ("kdmri_lib.teaching.notebook_runner", "main", "run the five notebooks headless with papermill"),
     "pretrained": ("kdmri_lib.pretrained.build", "main", "rebuild the shipped zoo (resumable)"),
-    "pilots": ("kdmri_lib.pilots", "main", "the pilot measurements behind the ablation's diagnosis (docs/training.md)"),
+    "pilots": ("kdmri_lib.experiments.pilots", "main", "the pilot measurements behind the ablation's diagnosis (docs/training.md)"),
 }
 #: ``kdmri data SOURCE``: source -> function of :mod:`kdmri_lib.data_cli`, one line of help
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"kdmri data: expected one of {', '.join(DATA_COMMANDS)}; {given}e.g. kdmri data demo --out data/demo",
                   file=sys.stderr if given or not rest else sys.stdout)
             return 2 if given or not rest else 0
-        from . import data_cli
+        from kdmri_lib import data_cli
 
         return int(getattr(data_cli, DATA_COMMANDS[rest[0]][0])(rest[1:]) or 0)
     if cmd not in COMMANDS:

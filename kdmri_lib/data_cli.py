@@ -1,13 +1,13 @@
 """The data commands (``kdmri data demo|fastmri|brain-tumor|natural``; ``data_scripts/*.py`` are thin
-shims over them): argument parsing and messages; the work is in :mod:`kdmri_lib.demo_data` and
-:mod:`kdmri_lib.real_data`."""
+shims over them): argument parsing and messages; the work is in :mod:`kdmri_lib.datasets.demo_data` and
+:mod:`kdmri_lib.datasets.real_data`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .errors import KdmriError
+from kdmri_lib.core.errors import KdmriError
 
 
 def _report(build) -> int:
@@ -26,11 +26,11 @@ DEMO_DOC = """Build the embedded demo data (fastMRI-format single-coil volumes +
     python data_scripts/make_demo_data.py --out data/demo
 
 Idempotent: a second run with the same options finds data/demo/manifest.json and does nothing.
-The logic lives in kdmri_lib.demo_data.
+The logic lives in kdmri_lib.datasets.demo_data.
 """
 
 def demo(argv=None) -> int:
-    from kdmri_lib.demo_data import DemoConfig, build_demo_data
+    from kdmri_lib.datasets.demo_data import DemoConfig, build_demo_data
 
     d = DemoConfig()
     p = argparse.ArgumentParser(description=DEMO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +70,7 @@ OUT/fastmri_index.csv lists split, file, slices, k-space matrix, acquisition (CO
 CORPDFS_FBK), ... Output: OUT/singlecoil_train, OUT/singlecoil_val (held-out), OUT/singlecoil_test
 (no targets). Use it as `data_dir=OUT` in the notebooks.
 
-Idempotent: a second run with the same sources does nothing. Logic: kdmri_lib.real_data.fastmri_knee.
+Idempotent: a second run with the same sources does nothing. Logic: kdmri_lib.datasets.real_data.fastmri_knee.
 """
 
 def fastmri(argv=None) -> int:
@@ -87,7 +87,7 @@ def fastmri(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    from kdmri_lib.real_data.fastmri_knee import FastMRIConfig, prepare_fastmri
+    from kdmri_lib.datasets.real_data.fastmri_knee import FastMRIConfig, prepare_fastmri
 
     def build():
         cfg = FastMRIConfig(sample_rate=args.sample_rate, full_check=args.full_check, link=args.link)
@@ -109,11 +109,11 @@ The paper's split (seeded): 400 training images (100 per class) -> OUT/singlecoi
 resized to MATRIX x MATRIX, k-space simulated as for the demo data (smooth phase, 40 dB SNR), one
 single-slice .h5 file per image. Use it as `data_dir=OUT` in the notebooks.
 
-Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.real_data.brain_tumor.
+Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.datasets.real_data.brain_tumor.
 """
 
 def brain_tumor(argv=None) -> int:
-    from kdmri_lib.real_data.brain_tumor import BrainTumorConfig, prepare_brain_tumor
+    from kdmri_lib.datasets.real_data.brain_tumor import BrainTumorConfig, prepare_brain_tumor
 
     d = BrainTumorConfig()
     p = argparse.ArgumentParser(description=BRAIN_TUMOR_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,11 +159,11 @@ verified) from --*-url or the known public mirror (--list-sources). No checksum 
 those mirrors: give --*-sha256, or --allow-unverified (prints the hash it got).
 Output: OUT/natural/train (Flickr2K) and OUT/natural/set5; use `natural_dir=OUT/natural/train`.
 
-Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.real_data.natural.
+Idempotent: a second run with the same options does nothing. Logic: kdmri_lib.datasets.real_data.natural.
 """
 
 def natural(argv=None) -> int:
-    from kdmri_lib.real_data.natural import KNOWN_SOURCES, NaturalConfig, prepare_natural
+    from kdmri_lib.datasets.real_data.natural import KNOWN_SOURCES, NaturalConfig, prepare_natural
 
     d = NaturalConfig()
     p = argparse.ArgumentParser(description=NATURAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)

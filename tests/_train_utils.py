@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kdmri_lib.train import TrainConfig
+from kdmri_lib.engine.train import TrainConfig
 
 
 def tiny_cfg(demo_dir, out, **kw) -> TrainConfig:
@@ -44,7 +44,7 @@ TRAIN_DRIVER = textwrap.dedent(r'''
     import os, signal, sys, time
     from pathlib import Path
     import torch
-    from kdmri_lib import train as T
+    from kdmri_lib.engine import train as T
     how, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     if how == "pause":
         ready, go, argv = Path(argv[0]), Path(argv[1]), argv[2:]

@@ -22,7 +22,7 @@ def repo_root() -> Path:
 def demo_dir(tmp_path_factory) -> Path:
     """The embedded demo data: ``data/demo`` of the repository (``make data`` builds it), or a
     fresh build in a temporary folder when it is missing."""
-    from kdmri_lib.demo_data import build_demo_data
+    from kdmri_lib.datasets.demo_data import build_demo_data
 
     default = REPO / "data" / "demo"
     if (default / "manifest.json").exists():

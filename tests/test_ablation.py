@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from kdmri_lib import ablation as A
-from kdmri_lib import ablation_workers
+from kdmri_lib.experiments import ablation as A
+from kdmri_lib.experiments import ablation_workers
 
 
 @pytest.mark.slow
@@ -79,7 +79,7 @@ def test_unknown_row_is_a_clear_error(tmp_path, demo_dir, capsys):
 
 
 def test_notebook_05_shows_an_ablation_only_for_its_own_task_and_factor(tmp_path):
-    from kdmri_lib import results as R
+    from kdmri_lib.experiments import results as R
 
     rows = [{"name": "student", "label": "student alone", "params": 1, "GFLOPs": 0.1, "PSNR": 21.0, "PSNR_sd": 0.1,
              "SSIM": 0.8, "NMSE": 0.03, "seeds": 3, "slice_PSNR": [21.0, 21.5], "per_seed": []},
@@ -101,7 +101,7 @@ def test_notebook_05_shows_an_ablation_only_for_its_own_task_and_factor(tmp_path
 
 def test_the_shipped_ablation_matches_the_default_settings():
     """The zoo's ablation.json (shown by notebook 05 on Binder / Colab) is the default run's."""
-    from kdmri_lib import results as R
+    from kdmri_lib.experiments import results as R
 
     found = R._read_ablation(R.shipped_ablation())
     if found is None:
@@ -123,7 +123,7 @@ def test_worker_shares_cover_every_run_once_and_balance_the_cost():
 
 
 def test_volume_means_group_slices_by_file():
-    from kdmri_lib.ablation_report import volume_means
+    from kdmri_lib.experiments.ablation_report import volume_means
 
     assert volume_means([1.0, 3.0, 10.0, 20.0, 5.0], ["a", "a", "b", "b", "a"]) == {"a": 3.0, "b": 15.0}
     with pytest.raises(ValueError, match="2 slice values for 3 slice files"):
@@ -132,7 +132,7 @@ def test_volume_means_group_slices_by_file():
 
 def test_ablation_settings_start_from_the_run_configuration():
     """The settings a training run also has take TrainConfig's defaults (one definition)."""
-    from kdmri_lib.run_config import TrainConfig
+    from kdmri_lib.engine.run_config import TrainConfig
 
     s, t = A.AblationSettings(), TrainConfig()
     assert (s.data, s.task, s.factor, s.preset, s.teacher_preset, s.batch_size, s.lr, s.device) == \

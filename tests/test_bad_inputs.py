@@ -3,7 +3,7 @@
 One table per component — data loaders, operators, models, checkpoints, command-line programs,
 notebook parameters — lists bad inputs; each case asserts that
 
-* the error is one of the toolkit's own (:class:`~kdmri_lib.errors.KdmriError`: ``ConfigError``,
+* the error is one of the toolkit's own (:class:`~kdmri_lib.core.errors.KdmriError`: ``ConfigError``,
   ``DataError``, ``CheckpointError``), whose message names the input and says what was expected —
   for a command line: exit code 2, exactly one ``error:`` line on stderr, no ``Traceback``;
 * the files that existed before are byte-identical afterwards (and the demo data untouched).
@@ -36,18 +36,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _corpus import declare, record
 from PIL import Image
 
-from kdmri_lib import data as D
-from kdmri_lib import physics
-from kdmri_lib.checkpoint import load_checkpoint, load_model, model_checkpoint, save_checkpoint
-from kdmri_lib.errors import CheckpointError, ConfigError, DataError
-from kdmri_lib.fastmri_format import check_file, ismrmrd_header, write_volume
-from kdmri_lib.masks import make_mask
-from kdmri_lib.train import TrainConfig
+from kdmri_lib.core.errors import CheckpointError, ConfigError, DataError
+from kdmri_lib.datasets import data as D
+from kdmri_lib.engine.train import TrainConfig
 from kdmri_lib.models import build_model
-
-from _corpus import declare, record
+from kdmri_lib.models.checkpoint import load_checkpoint, load_model, model_checkpoint, save_checkpoint
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.fastmri_format import check_file, ismrmrd_header, write_volume
+from kdmri_lib.mri.masks import make_mask
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "data_scripts"
@@ -881,13 +880,13 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
         "prepare_fastmri": ([py, SCRIPTS / "prepare_fastmri.py", "--src", w / "nope", "--out", w / "k"], "nope"),
         "prepare_natural": ([py, SCRIPTS / "prepare_natural.py", "--out", w / "n", "--skip-flickr2k", "--set5-src",
                              w / "nope"], "nope"),
-        "train": ([py, "-m", "kdmri_lib.train", "student", "--data", w / "empty dir", "--out", w / "r"], "empty dir"),
-        "reconstruct": ([py, "-m", "kdmri_lib.reconstruct", "--checkpoint", w / "random.pt", "--data", demo_dir, "--out",
+        "train": ([py, "-m", "kdmri_lib.engine.train", "student", "--data", w / "empty dir", "--out", w / "r"], "empty dir"),
+        "reconstruct": ([py, "-m", "kdmri_lib.engine.reconstruct", "--checkpoint", w / "random.pt", "--data", demo_dir, "--out",
                          w / "rec"], "random.pt"),
-        "benchmark": ([py, "-m", "kdmri_lib.benchmark", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
-        "ablation": ([py, "-m", "kdmri_lib.ablation", "--out", w / "ablation out", "--data", demo_dir, "--rows",
+        "benchmark": ([py, "-m", "kdmri_lib.experiments.benchmark", "--out", w / "p", "--tasks", "sr5"], "sr scale"),
+        "ablation": ([py, "-m", "kdmri_lib.experiments.ablation", "--out", w / "ablation out", "--data", demo_dir, "--rows",
                       "bogus"], "bogus"),
-        "notebook": ([py, "-m", "kdmri_lib.notebook_runner", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),
+        "notebook": ([py, "-m", "kdmri_lib.teaching.notebook_runner", "--out", w / "nb", "--only", "99_bogus"], "99_bogus"),
     }
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     procs = {k: subprocess.Popen([str(a) for a in cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -901,14 +900,14 @@ def test_cli_bad_inputs_as_real_processes(tmp_path, demo_dir):
 
 
 def test_ablation_bad_input_creates_no_folder(tmp_path, demo_dir, capsys):
-    from kdmri_lib import ablation
+    from kdmri_lib.experiments import ablation
 
     assert ablation.main(["--out", str(tmp_path / "out"), "--data", str(demo_dir), "--rows", "bogus"]) == 2
     assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------
-# 6. notebook parameters: kdmri_lib.notebook._validate / setup
+# 6. notebook parameters: kdmri_lib.teaching.notebook._validate / setup
 # --------------------------------------------------------------------------------------------
 
 NB_PARAMS = {
@@ -973,7 +972,7 @@ declare("notebook parameters", list(NB_PARAMS) + list(NB_SETUP))
 
 @pytest.mark.parametrize("case", list(NB_PARAMS), ids=list(NB_PARAMS))
 def test_notebook_parameter_bad_value(case):
-    from kdmri_lib.notebook import _validate
+    from kdmri_lib.teaching.notebook import _validate
 
     params, match = NB_PARAMS[case]
     with pytest.raises(ConfigError, match=f"notebook parameter {match}"):
@@ -983,7 +982,7 @@ def test_notebook_parameter_bad_value(case):
 
 @pytest.mark.parametrize("case", list(NB_SETUP), ids=list(NB_SETUP))
 def test_notebook_setup_bad_folder(case, tmp_path, demo_dir):
-    from kdmri_lib.notebook import setup
+    from kdmri_lib.teaching.notebook import setup
 
     t = tmp_path / UNI
     t.mkdir()
@@ -1004,7 +1003,7 @@ def test_notebook_setup_bad_folder(case, tmp_path, demo_dir):
 
 def test_notebook_parameters_that_are_fine(tmp_path, demo_dir):
     """Not errors: whole floats for integers (YAML), None where it means 'all' / 'one pass', a split folder."""
-    from kdmri_lib.notebook import _validate, setup
+    from kdmri_lib.teaching.notebook import _validate, setup
 
     p = _validate({"epochs": 4.0, "steps_per_epoch": None, "val_slices": None, "patch_size": None, "teacher_lr": None,
                    "volume": None, "lr": 1, "device": "CPU", "center_fraction": None, "unknown_knob": object})
@@ -1020,8 +1019,8 @@ def test_notebook_parameters_that_are_fine(tmp_path, demo_dir):
 def test_unicode_and_spaces_in_every_path(tmp_path, capsys):
     """Demo builder (CLI), datasets, training CLI, checkpoints, reconstruction CLI with fastMRI's
     evaluate, all under ``data dir ü ñ/`` and friends."""
-    from kdmri_lib import reconstruct as R
-    from kdmri_lib import train as T
+    from kdmri_lib.engine import reconstruct as R
+    from kdmri_lib.engine import train as T
 
     root = tmp_path / "data dir ü ñ"
     data = root / "démo 1"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdmri_lib import models as M
-from kdmri_lib import benchmark as P
+from kdmri_lib.experiments import benchmark as P
 
 
 def test_count_params():

@@ -547,10 +547,9 @@ def _kernel_print(driver, code: str, timeout: float = 30) -> str:
 
     Typed in command/edit mode through the keyboard; the cell stays for later calls (re-run with
     ``_rerun_last_cell``)."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-
-    from selenium.webdriver.common.action_chains import ActionChains
 
     cells = _find_css(driver, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
     last = cells[-1]
@@ -565,9 +564,9 @@ def _kernel_print(driver, code: str, timeout: float = 30) -> str:
 
 
 def _run_last_cell(driver, timeout: float = 30) -> str:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.common.action_chains import ActionChains
 
     cell = _find_css(driver, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")[-1]
     prompt = cell.find_element(By.CSS_SELECTOR, ".jp-InputPrompt").text.strip()

@@ -10,10 +10,11 @@ import pytest
 import torch
 from fastmri.data import SliceDataset
 
-from kdmri_lib import data, physics
-from kdmri_lib.demo_data import DemoConfig, build_demo_data
-from kdmri_lib.errors import ConfigError, DataError
-from kdmri_lib.fastmri_format import check_file, write_volume
+from kdmri_lib.core.errors import ConfigError, DataError
+from kdmri_lib.datasets import data
+from kdmri_lib.datasets.demo_data import DemoConfig, build_demo_data
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.fastmri_format import check_file, write_volume
 
 
 def test_fastmri_slicedataset_loads_every_demo_file(demo_dir):
@@ -75,7 +76,7 @@ def test_demo_splits_share_no_slice_and_cover_three_orientations_and_two_contras
 def test_whole_head_has_scalp_and_skull_in_both_contrasts():
     """The synthetic head: layers outside the brain in the order of a real head, with T1w / T2w
     intensities of their tissues (fat bright on T1w, bone dark in both, CSF bright on T2w)."""
-    from kdmri_lib.head_model import LAYERS, build_head
+    from kdmri_lib.datasets.head_model import LAYERS, build_head
 
     h = build_head(0)
     layer, t1, t2 = h["layer"], h["T1w"], h["T2w"]
@@ -219,7 +220,7 @@ def test_training_samples_are_whole_slice_measurements(demo_dir, task, factor):
     """The zero-filled image of every training sample has the PSNR of the whole-slice simulation,
     in the 8-pixel border as in the interior (a patch measured on its own wrapped around: 21.9 dB
     against 27.0 dB for the same regions, the error in the border). MRI slices and natural images."""
-    from kdmri_lib.train import TrainConfig, training_dataset
+    from kdmri_lib.engine.train import TrainConfig, training_dataset
 
     torch.manual_seed(0)
     # the samples fit() trains on, with the run's defaults
@@ -260,7 +261,7 @@ def test_natural_images_have_the_mri_size_and_augment_reproducibly(demo_dir):
 
 
 def test_patch_size_is_a_clear_error():
-    from kdmri_lib.train import TrainConfig
+    from kdmri_lib.engine.train import TrainConfig
 
     with pytest.raises(ConfigError, match="patch_size=64.*whole slice"):
         TrainConfig.from_dict({"patch_size": 64})

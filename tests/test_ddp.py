@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from kdmri_lib.checkpoint import load_checkpoint, load_model
-from kdmri_lib.reconstruct import evaluate
-from kdmri_lib.train import fit
-
 from _train_utils import tiny_cfg
+
+from kdmri_lib.engine.reconstruct import evaluate
+from kdmri_lib.engine.train import fit
+from kdmri_lib.models.checkpoint import load_checkpoint, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +24,7 @@ def _torchrun(args, timeout=300):
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "kdmri_lib.train", *args]
+           "-m", "kdmri_lib.engine.train", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

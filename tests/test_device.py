@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdmri_lib import device
+from kdmri_lib.core import device
 
 
 def test_auto_and_cpu():
@@ -33,7 +33,7 @@ def test_seed_everything_reproducible_and_rng_roundtrip():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     device.seed_everything(123)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
-    from kdmri_lib.checkpoint import plain_rng_state, restore_rng_state
+    from kdmri_lib.models.checkpoint import plain_rng_state, restore_rng_state
 
     state = plain_rng_state()
     b = (random.random(), np.random.rand(), torch.rand(1).item())

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _train_utils import tiny_cfg
 
 from kdmri_lib import distill as KD
-from kdmri_lib.checkpoint import load_model
-from kdmri_lib.data import batch_operator, build_dataset
-from kdmri_lib.errors import ConfigError
+from kdmri_lib.core.errors import ConfigError
+from kdmri_lib.datasets.data import batch_operator, build_dataset
+from kdmri_lib.engine.train import fit
 from kdmri_lib.models import Adapters, build_model, pairing
-from kdmri_lib.train import fit
-
-from _train_utils import tiny_cfg
+from kdmri_lib.models.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

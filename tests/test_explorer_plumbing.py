@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from kdmri_lib import widgets  # noqa: E402
+from kdmri_lib.teaching import widgets  # noqa: E402
 
 
 @pytest.fixture(scope="module")

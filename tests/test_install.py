@@ -10,7 +10,7 @@ import sys
 
 def test_core_imports_in_a_fresh_interpreter():
     code = ("import kdmri_lib, fastmri.data, fastmri.evaluate, fastmri.models, sys; "
-            "import kdmri_lib.physics, kdmri_lib.data, kdmri_lib.metrics; "
+            "import kdmri_lib.mri.physics, kdmri_lib.datasets.data, kdmri_lib.mri.metrics; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torchvision', 'pytorch_lightning', 'lightning', 'torchmetrics')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -31,8 +31,10 @@ def _imports(name: str, path: Path) -> set[str]:
                 found.update(".".join(mod + [a.name]) for a in node.names)
             else:
                 found.add(".".join(mod))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kdmri_lib."):
-            found.add(node.module[len("kdmri_lib."):])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kdmri_lib"):
+            mod = node.module[len("kdmri_lib."):]
+            # ``from kdmri_lib.pkg import name``: the module pkg.name when it is one, else pkg
+            found.update(".".join(p for p in (mod, a.name) if p) for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name[len("kdmri_lib."):] for a in node.names if a.name.startswith("kdmri_lib."))
     return found

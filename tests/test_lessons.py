@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from kdmri_lib import lessons, physics
 from kdmri_lib.models import build_model
+from kdmri_lib.mri import physics
+from kdmri_lib.teaching import lessons
 
 
 def test_pixelshuffle_has_no_checkerboard_but_transposed_and_zero_insertion_do():

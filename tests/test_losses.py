@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdmri_lib import losses
+from kdmri_lib.distill import losses
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from fastmri import evaluate as fe
 from fastmri import save_reconstructions
 
-from kdmri_lib import metrics
+from kdmri_lib.mri import metrics
 
 
 def _s(v):

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from kdmri_lib import models as M
-from kdmri_lib.errors import ConfigError
-from kdmri_lib.physics import build_operator
+from kdmri_lib.core.errors import ConfigError
+from kdmri_lib.mri.physics import build_operator
 
 LEARNED_ALL = [s for s in M.registry() if s.kind in M.MODEL_KINDS]
 TINY = [s for s in M.registry(presets=["tiny"])]
@@ -29,7 +29,7 @@ def measurement(task, factor, shape, batch=2, seed=0, per_sample_masks=False):
     g = torch.Generator().manual_seed(seed)
     img = torch.complex(torch.rand(batch, 1, *shape, generator=g), 0.2 * torch.randn(batch, 1, *shape, generator=g))
     if task == "cs" and per_sample_masks:
-        from kdmri_lib.masks import make_mask
+        from kdmri_lib.mri.masks import make_mask
 
         mask = torch.stack([make_mask(shape[1], factor, seed=i) for i in range(batch)]).reshape(batch, 1, 1, -1)
         op = build_operator(task, factor, shape, mask=mask)
@@ -295,8 +295,8 @@ def test_tiny_model_overfits_demo_slices(demo_dir, kind, task, factor):
     within 300 Adam steps at 3x the recipe's lr on 2 fixed whole demo slices; stops at 10x."""
     from torch.utils.data import default_collate
 
-    from kdmri_lib.data import MRISliceDataset, batch_operator
-    from kdmri_lib.train import RECIPES
+    from kdmri_lib.datasets.data import MRISliceDataset, batch_operator
+    from kdmri_lib.engine.train import RECIPES
 
     torch.manual_seed(0)
     ds = MRISliceDataset(demo_dir / "singlecoil_train", task, factor)
@@ -330,7 +330,7 @@ def test_tiny_model_overfits_demo_slices(demo_dir, kind, task, factor):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", M.MODEL_KINDS)
 def test_cuda_matches_cpu_and_trains_under_autocast(kind):
-    from kdmri_lib.device import autocast
+    from kdmri_lib.core.device import autocast
 
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -359,7 +359,7 @@ def test_cuda_matches_cpu_and_trains_under_autocast(kind):
 def test_teacher_variants_dc_output_and_magnitude_domain(task, factor):
     """``dc_output`` projects the complex estimate onto the measurements; ``domain="magnitude"``
     works on the normalised magnitude; contradictory or unknown settings are clear errors."""
-    from kdmri_lib.errors import ConfigError
+    from kdmri_lib.core.errors import ConfigError
 
     torch.manual_seed(0)
     y, op = measurement(task, factor, (48, 48), batch=2)

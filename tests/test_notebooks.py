@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdmri_lib.notebook_runner import NOTEBOOKS, execute, notebooks_dir
+from kdmri_lib.teaching.notebook_runner import NOTEBOOKS, execute, notebooks_dir
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
     left in, and no output holds an error, a warning or an absolute path."""
     import nbformat
 
-    from kdmri_lib.notebook_runner import notebooks_dir, output_problems
+    from kdmri_lib.teaching.notebook_runner import notebooks_dir, output_problems
 
     nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -124,9 +124,9 @@ def test_committed_notebook_carries_clean_outputs_of_a_default_run(name):
 def test_run_config_is_the_notebook_parameters_as_a_train_config(tmp_path, demo_dir):
     """ctx.run_config(mode, **overrides): the parameters a notebook shares with TrainConfig, its data
     folder / task / factor, out_dir = run_dir/mode; TrainConfig's own checks apply to the result."""
-    from kdmri_lib.errors import ConfigError
-    from kdmri_lib.notebook import setup
-    from kdmri_lib.train import TrainConfig
+    from kdmri_lib.core.errors import ConfigError
+    from kdmri_lib.engine.train import TrainConfig
+    from kdmri_lib.teaching.notebook import setup
 
     ns = dict(data_dir=str(demo_dir), run_dir=str(tmp_path), task="sr", scale=4, preset="tiny", epochs=3,
               steps_per_epoch=7, batch_size=None, lr=None, val_slices=2, device="cpu", seed=5)

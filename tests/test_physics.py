@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdmri_lib import physics
-from kdmri_lib.errors import ConfigError
-from kdmri_lib.masks import make_mask, realised_acceleration
+from kdmri_lib.core.errors import ConfigError
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.masks import make_mask, realised_acceleration
 
 
 def np_fft2c(x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The pilot commands behind docs/training.md's diagnosis run, log what they measured, and refuse bad input."""
 import pytest
 
-from kdmri_lib import pilots
+from kdmri_lib.experiments import pilots
 
 
 def test_correction_pilot_changes_only_what_it_trains_and_reports_both_contrasts(demo_dir):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kdmri_lib import pretrained as P
-from kdmri_lib.errors import CheckpointError
+from kdmri_lib.core.errors import CheckpointError
 
 #: what notebooks 03-05 and the ablation rely on
 REQUIRED = ("sr4_teacher_tiny", "sr4_student_tiny", "sr4_unet_tiny", "sr4_teacher_source_tiny")
@@ -37,8 +37,8 @@ def test_zoo_holds_the_required_models_within_its_size_limit():
 def test_every_card_is_true(entry, demo_dir):
     """Fields present, file hash equal to the card's, the data it was made on is this demo build, and
     its metrics on the demo validation slices re-measured equal the card's (within 0.05 dB)."""
+    from kdmri_lib.engine.reconstruct import evaluate
     from kdmri_lib.pretrained.build import command_for, data_identity
-    from kdmri_lib.reconstruct import evaluate
 
     for k in CARD_FIELDS:
         assert k in entry, k
@@ -105,8 +105,8 @@ def test_the_hash_is_checked_before_the_file_is_unpickled(zoo_copy, monkeypatch)
 
 
 def test_pretrained_name_works_in_the_reconstruction_cli_and_load_model(demo_dir, tmp_path, capsys):
-    from kdmri_lib.checkpoint import load_model
-    from kdmri_lib.reconstruct import main
+    from kdmri_lib.engine.reconstruct import main
+    from kdmri_lib.models.checkpoint import load_model
 
     name = REQUIRED[1]
     model, _ = load_model(f"pretrained:{name}")
@@ -122,8 +122,8 @@ def test_pretrained_name_works_in_the_reconstruction_cli_and_load_model(demo_dir
 
 
 def test_a_run_can_name_a_zoo_teacher():
-    from kdmri_lib.errors import CheckpointError as CE
-    from kdmri_lib.train import TrainConfig
+    from kdmri_lib.core.errors import CheckpointError as CE
+    from kdmri_lib.engine.train import TrainConfig
 
     cfg = TrainConfig(mode="distill", teacher_checkpoint=f"pretrained:{REQUIRED[0]}", data_dir="data/demo")
     cfg.validate(check_paths=False)

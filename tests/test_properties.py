@@ -27,13 +27,13 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kdmri_lib import physics
-from kdmri_lib.atomic import atomic_write, write_text
-from kdmri_lib.data import MRISliceDataset, SliceTransform
-from kdmri_lib.errors import ConfigError, DataError, check_choice, check_float, check_int
-from kdmri_lib.fastmri_format import write_volume
-from kdmri_lib.masks import make_mask, realised_acceleration
-from kdmri_lib.metrics import volume_metrics
+from kdmri_lib.core.atomic import atomic_write, write_text
+from kdmri_lib.core.errors import ConfigError, DataError, check_choice, check_float, check_int
+from kdmri_lib.datasets.data import MRISliceDataset, SliceTransform
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.fastmri_format import write_volume
+from kdmri_lib.mri.masks import make_mask, realised_acceleration
+from kdmri_lib.mri.metrics import volume_metrics
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -136,7 +136,7 @@ def test_operators_refuse_any_wrong_shape_with_a_config_error(shape, task):
 @given(width=st.integers(16, 400), acc=st.integers(2, 8), seed=st.integers(0, 2**31),
        mask_type=st.sampled_from(["random", "equispaced", "equispaced_fraction"]))
 def test_mask_values_centre_and_realised_acceleration(width, acc, seed, mask_type):
-    from kdmri_lib.masks import default_center_fraction
+    from kdmri_lib.mri.masks import default_center_fraction
 
     try:
         m = make_mask(width, acc, mask_type=mask_type, seed=seed)
@@ -216,7 +216,7 @@ def test_check_choice(v):
                             "acceleration", "teacher_epochs", "seed", "lr", "teacher_lr", "task", "preset", "device",
                             "data_dir", "correction", "confidence", "mask_type", "volume"]), value=ANY)
 def test_notebook_validate_gives_a_value_or_a_config_error_naming_the_parameter(key, value):
-    from kdmri_lib.notebook import _validate
+    from kdmri_lib.teaching.notebook import _validate
 
     try:
         out = _validate({key: value})

@@ -16,17 +16,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _train_utils import state_of, tiny_cfg
 from torch import nn
 
 from kdmri_lib import distill as KD
-from kdmri_lib import losses as L
-from kdmri_lib import protocol as P
-from kdmri_lib.data import MRISliceDataset, batch_operator, build_dataset
-from kdmri_lib.errors import ConfigError, DataError
-from kdmri_lib.train import TrainConfig, fit
-
-from _train_utils import state_of, tiny_cfg
-
+from kdmri_lib.core.errors import ConfigError, DataError
+from kdmri_lib.datasets import protocol as P
+from kdmri_lib.datasets.data import MRISliceDataset, batch_operator, build_dataset
+from kdmri_lib.distill import losses as L
+from kdmri_lib.engine.train import TrainConfig, fit
 
 # --------------------------------------------------------------------------------------------
 # the split
@@ -161,7 +159,7 @@ def _toy(B=2, H=8):
     T = x + 0.2                       # teacher above the truth everywhere
     S = x + 0.1                       # student between truth and teacher: the dead zone
     y = torch.zeros(B, 1, H // 4, H // 4, dtype=torch.complex64)
-    from kdmri_lib.physics import build_operator
+    from kdmri_lib.mri.physics import build_operator
 
     return x, S, T, y, build_operator("sr", 4, (H, H))
 

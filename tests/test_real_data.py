@@ -25,12 +25,14 @@ import pytest
 import torch
 from PIL import Image
 
-from kdmri_lib import physics
-from kdmri_lib.data import MRISliceDataset, NaturalImageDataset, batch_operator, build_dataset
-from kdmri_lib.demo_data import simulate_volume, to_luma
-from kdmri_lib.errors import DataError
-from kdmri_lib.fastmri_format import ismrmrd_header, write_volume
-from kdmri_lib.real_data import _common, brain_tumor, fastmri_knee, http_download as dl, natural
+from kdmri_lib.core.errors import DataError
+from kdmri_lib.datasets.data import MRISliceDataset, NaturalImageDataset, batch_operator, build_dataset
+from kdmri_lib.datasets.demo_natural import to_luma
+from kdmri_lib.mri.kspace_sim import simulate_volume
+from kdmri_lib.datasets.real_data import _common, brain_tumor, fastmri_knee, natural
+from kdmri_lib.datasets.real_data import http_download as dl
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.fastmri_format import ismrmrd_header, write_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "data_scripts"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
-from kdmri_lib import reconstruct as R
-from kdmri_lib.checkpoint import load_model
-from kdmri_lib.errors import DataError
-from kdmri_lib.models import build_model
-from kdmri_lib.train import fit
-
 from _train_utils import tiny_cfg
+
+from kdmri_lib.core.errors import DataError
+from kdmri_lib.engine import reconstruct as R
+from kdmri_lib.engine.train import fit
+from kdmri_lib.models import build_model
+from kdmri_lib.models.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from kdmri_lib import released as R
-from kdmri_lib.data import MRISliceDataset, batch_operator
+from kdmri_lib.datasets.data import MRISliceDataset, batch_operator
 from kdmri_lib.models import build_model
+from kdmri_lib.teaching import released as R
 
 
 def _batch(demo_dir, idx=(10, 50)):

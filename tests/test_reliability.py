@@ -9,7 +9,7 @@
   demo builder killed mid-build and the real-data scripts interrupted mid-write produce the same
   files when re-run, with no temporary file left in a split folder.
 * Determinism: masks, splits and (on CPU) trained weights depend on the seed only.
-* Resources: out-of-memory errors become advice (:mod:`kdmri_lib.resources`), evaluation streams
+* Resources: out-of-memory errors become advice (:mod:`kdmri_lib.core.resources`), evaluation streams
   volumes and runs under ``torch.inference_mode``.
 
 Related tests elsewhere: tests/test_train.py (SIGINT in-process and through the CLI, kill -9 after
@@ -39,17 +39,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _train_utils import TRAIN_DRIVER, assert_same_weights, state_of, tiny_cfg
 from PIL import Image
 
-from kdmri_lib import data as D
-from kdmri_lib import physics
-from kdmri_lib import reconstruct as R
-from kdmri_lib import resources
-from kdmri_lib.checkpoint import load_checkpoint
-from kdmri_lib.errors import ConfigError, KdmriError
-from kdmri_lib.fastmri_format import ismrmrd_header, write_volume
-
-from _train_utils import TRAIN_DRIVER, assert_same_weights, state_of, tiny_cfg
+from kdmri_lib.core import resources
+from kdmri_lib.core.errors import ConfigError, KdmriError
+from kdmri_lib.datasets import data as D
+from kdmri_lib.engine import reconstruct as R
+from kdmri_lib.models.checkpoint import load_checkpoint
+from kdmri_lib.mri import physics
+from kdmri_lib.mri.fastmri_format import ismrmrd_header, write_volume
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -234,7 +233,7 @@ def test_the_toolkit_never_reads_fastmri_pickle_dataset_cache(tmp_path, demo_dir
 def test_hostile_member_names_stay_inside_the_output_folder(tmp_path):
     """Archive members named ``../../x`` or ``/abs/x`` are matched by name only: nothing is written
     outside ``out`` (Set5 zip, fastMRI tar)."""
-    from kdmri_lib.real_data import fastmri_knee, natural
+    from kdmri_lib.datasets.real_data import fastmri_knee, natural
 
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(buf, format="PNG")
@@ -265,7 +264,7 @@ def test_hostile_member_names_stay_inside_the_output_folder(tmp_path):
 
 def test_configurations_are_plain_json(demo_dir, tmp_path):
     """A training configuration round-trips through JSON; the files a run writes are plain data."""
-    from kdmri_lib.train import TrainConfig
+    from kdmri_lib.engine.train import TrainConfig
 
     cfg = tiny_cfg(demo_dir, tmp_path)
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -293,7 +292,7 @@ def test_training_killed_or_stopped_mid_epoch_resumes_to_the_same_weights(demo_d
     second checkpoint write (end of epoch 2). Meanwhile the same run goes uninterrupted in this
     process. Each interrupted run is resumed (``--resume``): all end with the uninterrupted run's
     weights, bit for bit (one thread everywhere, so the float sums are the same)."""
-    from kdmri_lib import train as T
+    from kdmri_lib.engine import train as T
 
     driver = tmp_path / "driver.py"
     driver.write_text(TRAIN_DRIVER)
@@ -371,7 +370,7 @@ def _no_temporaries(root: Path) -> None:
 def test_demo_builder_killed_mid_build_then_rerun_gives_the_same_files(tmp_path):
     from fastmri.data import SliceDataset
 
-    from kdmri_lib.demo_data import DemoConfig, build_demo_data, demo_status
+    from kdmri_lib.datasets.demo_data import DemoConfig, build_demo_data, demo_status
 
     args = ["--stride", "15", "--quiet"]
     victim = tmp_path / "killed ü"
@@ -380,7 +379,7 @@ def test_demo_builder_killed_mid_build_then_rerun_gives_the_same_files(tmp_path)
     driver = textwrap.dedent(f"""
         import runpy, sys, time
         from pathlib import Path
-        from kdmri_lib import demo_data
+        from kdmri_lib.datasets import demo_data
         real, n = demo_data.simulate_volume, [0]
         def simulate(*a, **k):
             n[0] += 1
@@ -413,7 +412,7 @@ def test_demo_builder_killed_mid_build_then_rerun_gives_the_same_files(tmp_path)
 
 
 def test_demo_builder_switching_configuration_removes_only_its_own_old_files(tmp_path):
-    from kdmri_lib.demo_data import DemoConfig, build_demo_data
+    from kdmri_lib.datasets.demo_data import DemoConfig, build_demo_data
 
     out = tmp_path / "demo"
     build_demo_data(out, DemoConfig(stride=15, natural=False), progress=False)
@@ -426,7 +425,7 @@ def test_demo_builder_switching_configuration_removes_only_its_own_old_files(tmp
 
 
 def _kaggle_folder(root: Path) -> Path:
-    from kdmri_lib.real_data.brain_tumor import CLASSES
+    from kdmri_lib.datasets.real_data.brain_tumor import CLASSES
 
     rng = np.random.default_rng(0)
     for split, prefix, n in (("Training", "Tr", 2), ("Testing", "Te", 1)):
@@ -456,10 +455,10 @@ def test_real_data_preparation_interrupted_then_rerun_gives_the_same_files(tmp_p
     an archive (while a file is placed): the re-run equals an uninterrupted run, no temporaries."""
     from fastmri.data import SliceDataset
 
-    from kdmri_lib.real_data import _common as C
-    from kdmri_lib.real_data import brain_tumor as BT
-    from kdmri_lib.real_data import fastmri_knee as FK
-    from kdmri_lib.real_data import natural as NA
+    from kdmri_lib.datasets.real_data import _common as C
+    from kdmri_lib.datasets.real_data import brain_tumor as BT
+    from kdmri_lib.datasets.real_data import fastmri_knee as FK
+    from kdmri_lib.datasets.real_data import natural as NA
 
     quiet = dict(progress=False, log=lambda s: None)
     # brain tumor
@@ -516,7 +515,7 @@ def test_real_data_preparation_interrupted_then_rerun_gives_the_same_files(tmp_p
 
 def test_same_seed_same_trained_weights_on_cpu(demo_dir, tmp_path):
     """Two training runs with the same seed end with identical weights; another seed differs."""
-    from kdmri_lib.train import fit
+    from kdmri_lib.engine.train import fit
 
     kw = dict(steps_per_epoch=2, val_slices=1)
     a = fit(tiny_cfg(demo_dir, tmp_path / "a", **kw)).model.state_dict()
@@ -529,9 +528,9 @@ def test_same_seed_same_trained_weights_on_cpu(demo_dir, tmp_path):
 def test_same_seed_same_masks_and_splits(demo_dir):
     """Masks (explicit seed, fastMRI's per-file validation seed, training masks from torch's seed),
     the brain-tumor split and the Flickr2K draw depend on the seed only."""
-    from kdmri_lib.masks import fname_seed, make_mask
-    from kdmri_lib.real_data import brain_tumor as BT
-    from kdmri_lib.real_data import natural as NA
+    from kdmri_lib.datasets.real_data import brain_tumor as BT
+    from kdmri_lib.datasets.real_data import natural as NA
+    from kdmri_lib.mri.masks import fname_seed, make_mask
 
     for seed in (0, 7, fname_seed("file1000001.h5")):
         assert torch.equal(make_mask(368, 4, seed=seed), make_mask(368, 4, seed=seed))
@@ -682,7 +681,8 @@ def test_evaluation_out_of_memory_is_advice(demo_dir, tmp_path, monkeypatch, cap
 def test_loss_explorer_out_of_memory_is_advice(monkeypatch):
     import types
 
-    from kdmri_lib import distill, widgets
+    from kdmri_lib import distill
+    from kdmri_lib.teaching import widgets
 
     def oom(*a, **k):
         raise _cuda_oom()
@@ -697,7 +697,7 @@ def test_loss_explorer_out_of_memory_is_advice(monkeypatch):
 
 
 def test_training_out_of_memory_is_advice(demo_dir, tmp_path, monkeypatch):
-    from kdmri_lib import train as T
+    from kdmri_lib.engine import train as T
 
     def oom(trainer, row):
         raise _cuda_oom()

@@ -1,6 +1,6 @@
 """The sentences that notebooks print about their results are computed from the numbers."""
 
-from kdmri_lib.results import what_it_shows
+from kdmri_lib.experiments.results import what_it_shows
 
 
 def test_what_it_shows_names_the_measured_winner_and_the_models_below_the_baseline():
@@ -30,7 +30,7 @@ def test_short_run_context_quotes_the_ablation_of_the_same_task(tmp_path):
     against the student alone on the target slices; nothing for another task or factor."""
     import json
 
-    from kdmri_lib.results import short_run_context
+    from kdmri_lib.experiments.results import short_run_context
 
     comps = [{"a": "kd_output", "b": "student", "set": "scored", "mean": 0.5, "lo": 0.25, "hi": 0.75},
              {"a": "kd_output", "b": "student", "set": "heldout", "mean": 9.0, "lo": 8.0, "hi": 10.0},

@@ -1,18 +1,17 @@
-"""The memoised teacher (kdmri_lib.teacher_cache): exact, keyed by the measurement, frozen where it
+"""The memoised teacher (kdmri_lib.distill.teacher_cache): exact, keyed by the measurement, frozen where it
 must be, relabelling with the corrected head, and the same training as without it."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from _train_utils import state_of, tiny_cfg
 
 from kdmri_lib import distill as KD
-from kdmri_lib.data import batch_operator, build_dataset
-from kdmri_lib.errors import ConfigError
+from kdmri_lib.core.errors import ConfigError
+from kdmri_lib.datasets.data import batch_operator, build_dataset
+from kdmri_lib.distill.teacher_cache import TeacherCache, sample_key, usable
 from kdmri_lib.models import build_model
-from kdmri_lib.teacher_cache import TeacherCache, sample_key, usable
-
-from _train_utils import state_of, tiny_cfg
 
 
 def _batch(demo_dir, idx=(0, 5)):
@@ -102,7 +101,7 @@ def test_head_correction_has_gradients_only_in_the_head_and_relabels_on_schedule
 @pytest.mark.parametrize("row", ["kd_uncertainty", "full"])
 def test_distillation_trains_the_same_with_and_without_the_memo(demo_dir, tmp_path, row):
     tdir = tmp_path / "teacher"
-    from kdmri_lib.train import fit
+    from kdmri_lib.engine.train import fit
 
     fit(tiny_cfg(demo_dir, tdir, mode="teacher"))
     kw = dict(mode="distill", teacher_checkpoint=str(tdir / "last.pt"), steps_per_epoch=4,

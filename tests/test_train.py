@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from kdmri_lib import train as T
-from kdmri_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
-from kdmri_lib.distill import DistillConfig
-from kdmri_lib.errors import CheckpointError, ConfigError, DataError
-
 from _train_utils import TRAIN_DRIVER, assert_same_weights, state_of, tiny_cfg
+
+from kdmri_lib.core.errors import CheckpointError, ConfigError, DataError
+from kdmri_lib.distill import DistillConfig
+from kdmri_lib.engine import train as T
+from kdmri_lib.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,7 +176,7 @@ def _steps(path):
 
 
 def _cli(demo_dir, out, *extra):
-    return [sys.executable, "-m", "kdmri_lib.train", "student", "--data", str(demo_dir), "--out", str(out),
+    return [sys.executable, "-m", "kdmri_lib.engine.train", "student", "--data", str(demo_dir), "--out", str(out),
             "--device", "cpu", "--batch-size", "2", "--val-slices", "2", "--no-progress",
             "--quiet", *extra]
 
@@ -297,7 +296,7 @@ def test_checkpoints_hold_plain_data_only(tmp_path):
 
 
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(demo_dir, tmp_path, monkeypatch, capsys):
-    from kdmri_lib import trainer
+    from kdmri_lib.engine import trainer
 
     real, calls = trainer.reconstruction_loss, []
 
@@ -376,7 +375,7 @@ def test_field_roles_define_resume_and_the_ablations_reuse():
     a finished run every field but the operational ones (one definition of "the same run")."""
     import dataclasses
 
-    from kdmri_lib import run_config as RC
+    from kdmri_lib.engine import run_config as RC
 
     names = [f.name for f in dataclasses.fields(RC.TrainConfig)]
     assert sorted(RC.FIELD_ROLES) == sorted(names)

@@ -3,7 +3,7 @@ r"""Reconstruction models: Swin ViT teacher, unrolled CNN student, fastMRI U-Net
 One factory (fixed public API)::
 
     model = kdmri_lib.models.build_model(kind, preset, task, factor)
-    op = kdmri_lib.physics.build_operator(task, factor, shape=(H, W))
+    op = kdmri_lib.mri.physics.build_operator(task, factor, shape=(H, W))
     image = model(y, op)                              # float32 (B, 1, H, W) magnitude
     image, feats = model(y, op, return_features=True) # feats: list of (B, C_i, h_i, w_i)
 
@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from typing import Iterator, NamedTuple, Optional, Sequence
 
-from ..errors import ConfigError, check_choice
-from .adapters import Adapters, pairing
-from .baselines import BASELINES, UNET_PRESETS, Baseline, UnetBaseline, baselines_for
-from .common import PRESETS, SR_SCALES, TASK_FACTORS, ReconModel, check_task_factor, magnitude
-from .reference import CHPNetLike
-from .student import STUDENT_PRESETS, UnrolledStudent
-from .teacher import TEACHER_PRESETS, AttentionMaps, SwinTeacher
+from kdmri_lib.core.errors import ConfigError, check_choice
+from kdmri_lib.models.adapters import Adapters, pairing
+from kdmri_lib.models.baselines import BASELINES, UNET_PRESETS, Baseline, UnetBaseline, baselines_for
+from kdmri_lib.models.common import PRESETS, SR_SCALES, TASK_FACTORS, ReconModel, check_task_factor, magnitude
+from kdmri_lib.models.reference import CHPNetLike
+from kdmri_lib.models.student import STUDENT_PRESETS, UnrolledStudent
+from kdmri_lib.models.teacher import TEACHER_PRESETS, AttentionMaps, SwinTeacher
 
 #: learned model kinds (take a preset)
 MODEL_KINDS = ("teacher", "student", "unet")
@@ -66,7 +66,7 @@ def build_model(kind: str, preset: str = "tiny", task: str = "sr", factor: int =
         task: ``"sr"`` (factor = scale: 2, 3, 4, 8) or ``"cs"`` (factor = acceleration).
         factor: the scale or acceleration.
         **overrides: optional hyper-parameters replacing the preset's (e.g. ``iterations=3``
-            for the student); unknown names raise :class:`~kdmri_lib.errors.ConfigError`
+            for the student); unknown names raise :class:`~kdmri_lib.core.errors.ConfigError`
             listing the valid ones. They are recorded in ``model.config``.
 
     Returns:

@@ -21,7 +21,7 @@ group 1 -> map 2 (the coarsest student map is not used). Student maps may be sha
 groups; each *pair* has its own 1x1 convolution, and every adapter parameter is used in every
 forward pass (no unused parameters under DistributedDataParallel).
 
-The same pairing serves attention transfer (:func:`kdmri_lib.losses.attention_transfer`), which
+The same pairing serves attention transfer (:func:`kdmri_lib.distill.losses.attention_transfer`), which
 compares the raw student map of each pair with the teacher's map (no adapter needed: spatial
 attention maps are architecture-agnostic) — see :meth:`Adapters.pair_student`.
 """
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from kdmri_lib.core.errors import ConfigError
 
 
 def pairing(num_teacher: int, num_student: int) -> list[int]:

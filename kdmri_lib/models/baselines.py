@@ -19,7 +19,7 @@ image by ``(s - 1) / 2`` pixels: on the demo validation slices that costs the bi
 4.9 dB PSNR at x4 (21.5 vs 26.4 dB) and 3.8 dB at x2.
 
 ``lowres`` and ``bicubic`` have no meaning for ``cs`` (there is no low-resolution image) and
-raise :class:`~kdmri_lib.errors.ConfigError` there; :func:`baselines_for` lists the valid ones.
+raise :class:`~kdmri_lib.core.errors.ConfigError` there; :func:`baselines_for` lists the valid ones.
 
 fastMRI U-Net (kind ``"unet"``): ``fastmri.models.Unet(in_chans=1, out_chans=1, chans,
 num_pool_layers=4)`` on the magnitude of the starting image at full resolution (``cs``:
@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from fastmri.models import Unet
 from torch import nn
 
-from ..errors import ConfigError, check_choice, check_int
-from ..physics import Operator
-from .common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams
+from kdmri_lib.core.errors import ConfigError, check_choice, check_int
+from kdmri_lib.models.common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams
+from kdmri_lib.mri.physics import Operator
 
 BASELINES = ("zero_filled", "lowres", "bicubic")
 _SR_ONLY = ("lowres", "bicubic")

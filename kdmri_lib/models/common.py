@@ -6,7 +6,7 @@ The contract (one for teacher, student, U-Net and the parameter-free baselines)
 
 * ``y``: the measurement, complex ``(B, 1, h, w)`` with ``(h, w) == op.meas_shape``
   (``sr``: the central k-space block, ``(H/s, W/s)``; ``cs``: masked k-space, ``(H, W)``);
-* ``op``: the acquisition operator of :func:`kdmri_lib.physics.build_operator`,
+* ``op``: the acquisition operator of :func:`kdmri_lib.mri.physics.build_operator`,
 
 and returns the reconstructed **magnitude** image, ``float32 (B, 1, H, W)`` with
 ``(H, W) == op.shape``. ``model(y, op, return_features=True)`` returns ``(image, features)``
@@ -17,12 +17,12 @@ autocast dtype under autocast; the image is always float32.
 
 Input representation: every learned model starts from the complex image ``op.initial(y)``
 (``sr``: the low-resolution image; ``cs``: the zero-filled image) fed as two real channels
-``(real, imag)`` (:func:`kdmri_lib.physics.complex_to_channels`); the demo data have a smooth
+``(real, imag)`` (:func:`kdmri_lib.mri.physics.complex_to_channels`); the demo data have a smooth
 random phase, so the magnitude alone would throw information away.
 
 Inputs are validated before any computation: a wrong channel count, a measurement whose size
 does not match the operator, or an operator of another task (or, for ``sr``, another scale)
-raise :class:`kdmri_lib.errors.ConfigError` naming the expected shape. ``cs`` models accept an
+raise :class:`kdmri_lib.core.errors.ConfigError` naming the expected shape. ``cs`` models accept an
 operator of any acceleration (no network depends on it), so a model trained at 4x can be
 evaluated at 8x. Any image size the operator takes works: models pad internally (to the Swin
 window, to the U-Nets' down-sampling multiple) and crop back.
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, check_choice, check_int
-from ..physics import TASKS, Operator
+from kdmri_lib.core.errors import ConfigError, check_choice, check_int
+from kdmri_lib.mri.physics import TASKS, Operator
 
 #: presets of every learned model kind
 PRESETS = ("tiny", "small", "paper")
@@ -183,7 +183,7 @@ class ReconModel(nn.Module):
     def check_inputs(self, y: torch.Tensor, op: Operator) -> torch.Tensor:
         """Validate ``(y, op)`` against this model; return ``y`` as complex64 (or float32 if real)."""
         if not isinstance(op, Operator):
-            raise ConfigError(f"op must be an operator from kdmri_lib.physics.build_operator; got {type(op).__name__}")
+            raise ConfigError(f"op must be an operator from kdmri_lib.mri.physics.build_operator; got {type(op).__name__}")
         if op.task != self.task:
             raise ConfigError(f"this {self.kind} model was built for task {self.task!r} but the operator is {op.task!r}")
         if self.task == "sr" and op.factor != self.factor:

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..physics import Operator
-from .common import ReconModel, magnitude
+from kdmri_lib.models.common import ReconModel, magnitude
+from kdmri_lib.mri.physics import Operator
 
 
 def _convs(c_in: int, n: int, c: int = 64, last_act: bool = True) -> list[nn.Module]:

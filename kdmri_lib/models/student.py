@@ -9,7 +9,7 @@ The paper's student (CHPNet) done right. With ``x`` the complex image estimate::
          x_k = x_{k-1} - delta_k * ( A^H (A x_{k-1} - y) + eta_k * (x_{k-1} - D(x_{k-1})) )
     output = |x_K|                                             (float32 magnitude)
 
-* the data term ``A^H (A x - y)`` is exact (:meth:`kdmri_lib.physics.Operator.data_grad`), not
+* the data term ``A^H (A x - y)`` is exact (:meth:`kdmri_lib.mri.physics.Operator.data_grad`), not
   the learned conv + PixelShuffle approximation of the released code;
 * ``delta_k`` and ``eta_k`` are learnable per iteration, initialised to 0.1 and 0.9 as in the
   released code;
@@ -38,9 +38,9 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_int
-from ..physics import Operator, channels_to_complex, complex_to_channels
-from .common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams, scale_init_
+from kdmri_lib.core.errors import ConfigError, check_int
+from kdmri_lib.models.common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams, scale_init_
+from kdmri_lib.mri.physics import Operator, channels_to_complex, complex_to_channels
 
 #: student presets: K iterations, pixel-unshuffle factor u, U-Net channels per level
 #: (len(channels) - 1 down-samplings), features of the sr sub-pixel up-sampler.

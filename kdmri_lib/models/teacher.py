@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, check_int
-from ..physics import Operator, channels_to_complex, complex_to_channels
-from .common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams, scale_init_
+from kdmri_lib.core.errors import ConfigError, check_int
+from kdmri_lib.models.common import ReconModel, crop_to, magnitude, pad_to_multiple, resolve_hparams, scale_init_
+from kdmri_lib.mri.physics import Operator, channels_to_complex, complex_to_channels
 
 #: teacher presets. ``paper`` is SwinIR's classical-SR configuration (embed 180, 6 groups x 6
 #: layers, 6 heads, window 8, MLP ratio 2: 11.9M parameters at x4 with RGB in/out).
@@ -335,7 +335,7 @@ class SwinTeacher(ReconModel):
         padding to the window size}``.
 
         :meth:`head` maps it to the image; split so that a teacher whose body is frozen can be
-        memoised per measurement (:class:`kdmri_lib.teacher_cache.TeacherCache`) while its head learns."""
+        memoised per measurement (:class:`kdmri_lib.distill.teacher_cache.TeacherCache`) while its head learns."""
         x0 = op.initial(y)                                   # complex (B,1,h,w)
         h, w = x0.shape[-2:]
         std = None

@@ -7,7 +7,7 @@ r"""The pretrained zoo shipped with the package: verified checkpoints with a car
     sha256    hex digest of that file             checked before the file is opened
     kind, preset, task, factor                    the model (``build_model`` arguments)
     metrics   {"PSNR", "SSIM", "NMSE", "slices", "volumes"} on the demo validation slices
-              (fastMRI's metric functions, volume-wise means: :func:`kdmri_lib.reconstruct.evaluate`)
+              (fastMRI's metric functions, volume-wise means: :func:`kdmri_lib.engine.reconstruct.evaluate`)
     heldout   the same on ``singlecoil_heldout`` (real anatomy that no model trains on), or None
     data      {"digest", "manifest_sha256"} of the demo data it was trained and scored on
     command   the exact command that made it (``make pretrained`` runs it for every entry)
@@ -20,8 +20,8 @@ Usage::
     python -m kdmri_lib.reconstruct --checkpoint pretrained:sr4_teacher_tiny --data data/demo --out recon
 
 :func:`load` verifies the sha256 first and then reads the file with ``torch.load(weights_only=True)``
-(:func:`kdmri_lib.checkpoint.load_checkpoint`); a missing, truncated or tampered file is a
-:class:`~kdmri_lib.errors.CheckpointError` naming the file, the expected and the actual hash.
+(:func:`kdmri_lib.models.checkpoint.load_checkpoint`); a missing, truncated or tampered file is a
+:class:`~kdmri_lib.core.errors.CheckpointError` naming the file, the expected and the actual hash.
 ``python -m kdmri_lib.pretrained.build`` (``make pretrained``) rebuilds the zoo.
 """
 
@@ -31,8 +31,20 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .index import (MANIFEST, PREFIX, ZOO_DIR, card, find, manifest, names, path, resolve,  # noqa: F401 (the zoo's index)
-                    sha256_file, verify, zoo_name)
+from kdmri_lib.pretrained.index import (  # noqa: F401 (the zoo's index)
+    MANIFEST,
+    PREFIX,
+    ZOO_DIR,
+    card,
+    find,
+    manifest,
+    names,
+    path,
+    resolve,
+    sha256_file,
+    verify,
+    zoo_name,
+)
 
 __all__ = ["ZOO_DIR", "MANIFEST", "PREFIX", "manifest", "names", "card", "path", "verify", "load", "resolve",
            "find", "sha256_file", "zoo_name"]
@@ -43,7 +55,7 @@ def load(name: str, device: Any = "cpu", manifest_path: str | os.PathLike = MANI
 
     The file's sha256 is checked before it is opened, then it is read with ``weights_only=True``.
     """
-    from ..checkpoint import load_model
+    from kdmri_lib.models.checkpoint import load_model
 
     c = card(name, manifest_path)
     p = verify(name, manifest_path)
@@ -86,11 +98,11 @@ def readme_block(text: str, start: str = README_START, end: str = README_END) ->
 
 
 def ablation_summary(path: str | os.PathLike = ABLATION) -> str:
-    """The README's distillation summary: :func:`kdmri_lib.ablation.summary_markdown` of the
+    """The README's distillation summary: :func:`kdmri_lib.experiments.ablation.summary_markdown` of the
     shipped ``ablation.json`` (or a sentence saying there is none)."""
     import json
 
-    from ..ablation_report import summary_markdown
+    from kdmri_lib.experiments.ablation_report import summary_markdown
 
     p = Path(path)
     if not p.is_file():
@@ -106,7 +118,7 @@ def _replace_block(text: str, start: str, end: str, new: str) -> str:
 def update_readme(path: str | os.PathLike, manifest_path: Optional[str | os.PathLike] = None) -> bool:
     """Write :func:`markdown_table` between the zoo markers of ``path`` and :func:`ablation_summary`
     between its ablation markers (when it has them); True if it changed."""
-    from ..atomic import write_text
+    from kdmri_lib.core.atomic import write_text
 
     p = Path(path)
     text = p.read_text()

@@ -3,7 +3,7 @@ it as Markdown, or write that table into a README's zoo block (``.build`` rebuil
 
 import sys
 
-from . import MANIFEST, describe, markdown_table, update_readme
+from kdmri_lib.pretrained import MANIFEST, describe, markdown_table, update_readme
 
 args = sys.argv[1:]
 if "--markdown" in args:

@@ -4,10 +4,10 @@ copy its weights next to ``manifest.json`` and write its card.
     python -m kdmri_lib.pretrained.build --data data/demo                 # every entry, resumable
     python -m kdmri_lib.pretrained.build --data data/demo --only sr4_student_tiny --threads 1
 
-Each entry trains with :func:`kdmri_lib.train.fit` into ``--work/NAME`` (default
+Each entry trains with :func:`kdmri_lib.engine.train.fit` into ``--work/NAME`` (default
 ``runs/pretrained/NAME``) with ``resume=True``: an interrupted build (Ctrl-C, a killed session)
 continues where it stopped, and a finished run is not retrained. The **final** weights are scored
-on every demo validation slice by :func:`kdmri_lib.reconstruct.evaluate` (fastMRI's metric
+on every demo validation slice by :func:`kdmri_lib.engine.reconstruct.evaluate` (fastMRI's metric
 functions) — no checkpoint selection on the slices the card reports — and written as a minimal
 checkpoint (weights, model config, training config, history) to ``--zoo/NAME.pt``; the manifest is
 rewritten atomically after every entry, so a partial build leaves a valid zoo.
@@ -26,17 +26,17 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import MANIFEST, ZOO_DIR, manifest, sha256_file
+from kdmri_lib.pretrained import MANIFEST, ZOO_DIR, manifest, sha256_file
 
 #: what the zoo holds: name -> training run (mode = model kind; steps = epochs x steps_per_epoch).
-#: Every run uses its kind's recipe (:data:`kdmri_lib.train.RECIPES`), whole slices, seed 0.
+#: Every run uses its kind's recipe (:data:`kdmri_lib.engine.train.RECIPES`), whole slices, seed 0.
 ZOO: dict[str, dict] = {
     "sr4_student_tiny": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_unet_tiny": {"mode": "unet", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_teacher_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                           "steps_per_epoch": 500},
-    # the distillation protocol's teacher (kdmri_lib.protocol.DEFAULT): pre-trained on the source
+    # the distillation protocol's teacher (kdmri_lib.datasets.protocol.DEFAULT): pre-trained on the source
     # domain only (axial + coronal), it never sees a sagittal slice, the target domain's pool or
     # any slice the ablation scores
     "sr4_teacher_source_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
@@ -64,7 +64,7 @@ def command_for(name: str, data: str) -> str:
 
 
 def train_config(name: str, data: str, work: str | Path, seed: int = 0, device: str = "cpu", progress: bool = True):
-    from ..train import TrainConfig
+    from kdmri_lib.engine.train import TrainConfig
 
     spec = ZOO[name]
     return TrainConfig(data_dir=str(data), out_dir=str(Path(work) / name), seed=seed, device=device, resume=True,
@@ -72,7 +72,7 @@ def train_config(name: str, data: str, work: str | Path, seed: int = 0, device: 
 
 
 def _finished(last: Path, epochs: int) -> bool:
-    from ..checkpoint import load_checkpoint
+    from kdmri_lib.models.checkpoint import load_checkpoint
 
     if not last.exists():
         return False
@@ -83,9 +83,9 @@ def _finished(last: Path, epochs: int) -> bool:
 def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0, device: str = "cpu",
                 progress: bool = True) -> dict:
     """Train (or resume) entry ``name``, score its final weights, write ``zoo/NAME.pt``; its card."""
-    from ..checkpoint import load_model, model_checkpoint, save_checkpoint
-    from ..reconstruct import evaluate
-    from ..train import fit
+    from kdmri_lib.engine.reconstruct import evaluate
+    from kdmri_lib.engine.train import fit
+    from kdmri_lib.models.checkpoint import load_model, model_checkpoint, save_checkpoint
 
     cfg = train_config(name, data, work, seed, device, progress)
     last = Path(cfg.out_dir) / "last.pt"
@@ -123,8 +123,8 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
 
 def baseline_metrics(data: str | Path, task: str = "sr", factor: int = 4) -> dict:
     """The parameter-free baselines on the same splits as the cards: name -> {"val": ..., "heldout": ...}."""
-    from ..models import baselines_for, build_model
-    from ..reconstruct import evaluate
+    from kdmri_lib.engine.reconstruct import evaluate
+    from kdmri_lib.models import baselines_for, build_model
 
     out = {}
     for name in baselines_for(task):
@@ -139,7 +139,7 @@ def baseline_metrics(data: str | Path, task: str = "sr", factor: int = 4) -> dic
 
 
 def write_manifest(entries: Sequence[dict], zoo: Path, baselines: Optional[dict] = None) -> Path:
-    from ..atomic import write_json
+    from kdmri_lib.core.atomic import write_json
 
     order = {n: i for i, n in enumerate(ZOO)}
     rows = sorted(entries, key=lambda e: order.get(e["name"], len(order)))
@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..errors import KdmriError
-    from ..train import TrainingInterrupted
+    from kdmri_lib.core.errors import KdmriError
+    from kdmri_lib.engine.train import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     if args.threads:

@@ -1,5 +1,5 @@
 """The zoo's index: its manifest, each model's card, the verified file behind a ``pretrained:NAME``
-checkpoint argument. Plain files and hashes only, so that :mod:`kdmri_lib.checkpoint` can resolve a
+checkpoint argument. Plain files and hashes only, so that :mod:`kdmri_lib.models.checkpoint` can resolve a
 zoo name without importing anything above it; :mod:`kdmri_lib.pretrained` re-exports all of it.
 """
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import CheckpointError
+from kdmri_lib.core.errors import CheckpointError
 
 __all__ = ["ZOO_DIR", "MANIFEST", "PREFIX", "sha256_file", "manifest", "names", "card", "path", "verify", "find",
            "zoo_name", "resolve"]
@@ -85,7 +85,7 @@ def find(kind: str, task: str, factor: int, preset: Optional[str] = None,
     """The name of the zoo model of this kind / task / factor (and preset, if given) with the best
     demo-validation PSNR; when there is none, None with ``missing_ok``, else a
     :class:`CheckpointError` listing the zoo. ``train_files``: only entries trained on exactly
-    these file patterns (e.g. the protocol's source domain, :data:`kdmri_lib.protocol.DEFAULT`)."""
+    these file patterns (e.g. the protocol's source domain, :data:`kdmri_lib.datasets.protocol.DEFAULT`)."""
     rows = [e for e in manifest(manifest_path)["models"]
             if (e["kind"], e["task"], int(e["factor"])) == (kind, task, int(factor)) and preset in (None, e["preset"])
             and (train_files is None or e.get("train_files") == list(train_files))]

@@ -1,0 +1,178 @@
+"""Pilot measurements behind the ablation's diagnosis (docs/training.md), one command each.
+
+    python -m kdmri_lib.pilots correction --params head --lr 1e-4 --steps 100
+    python -m kdmri_lib.pilots correction --params all --lr 2e-5 --steps 80 --pool-weight 1
+    python -m kdmri_lib.pilots correction --params all --lr 2e-5 --steps 80 --references stratified
+    python -m kdmri_lib.pilots tta --checkpoint runs/bench/kd_output/seed0/last.pt
+
+``correction`` fine-tunes the protocol's teacher (``pretrained:sr4_teacher_source_small``) on the
+target references alone — no student, so that the question is only "can 12 references correct this
+teacher?" — and scores it on the target-domain validation volumes, one per contrast, before and at
+four points of the run. ``--references protocol`` uses the ablation's references (its
+:class:`~kdmri_lib.datasets.protocol.Protocol`), ``stratified`` one training volume per contrast instead;
+``--pool-weight w`` adds ``w`` x the L1 distance, on the measurement-only pool, to the original
+teacher's flip-averaged label (self-ensembling: a label for the contrast that has no reference).
+``tta`` scores the teacher (and a checkpoint) with and without test-time augmentation.
+
+Both print one line per measurement; the validation slices are never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from kdmri_lib.core.errors import KdmriError
+
+__all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "main"]
+
+#: file-name patterns of the demo's two contrasts (sagittal target domain)
+CONTRASTS = {"T1": "mni152_sagittal_*", "T2": "mni152t2_sagittal_*"}
+TEACHER = "pretrained:sr4_teacher_source_small"
+
+
+def contrast_sets(data: str, task: str = "sr", factor: int = 4) -> dict:
+    """``{contrast: validation dataset}`` of the target domain, one per contrast."""
+    from kdmri_lib.engine.reconstruct import open_split
+
+    return {k: open_split(data, task, factor, "val", include=[pat]) for k, pat in CONTRASTS.items()}
+
+
+def score_by_contrast(model: nn.Module, sets: dict, task: str = "sr", factor: int = 4) -> dict[str, float]:
+    """Mean PSNR (fastMRI's metric) of ``model`` on each set; the model's mode is restored."""
+    from kdmri_lib.engine.reconstruct import evaluate
+
+    return {k: round(evaluate(model, v, "val", task, factor, "cpu", per_slice=False)["means"]["PSNR"], 3)
+            for k, v in sets.items()}
+
+
+class _TTA(nn.Module):
+    """A model whose output is its flip-averaged prediction (:func:`kdmri_lib.distill.teacher_tta`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, y, op):
+        from kdmri_lib.distill import teacher_tta
+
+        return teacher_tta(self.model, y, op)[0]
+
+
+def _training_slices(data: str, references: str):
+    """``(dataset, reference indices, pool indices)`` of the target domain's training slices."""
+    from kdmri_lib.datasets.protocol import DEFAULT
+    from kdmri_lib.engine.run_config import TrainConfig
+    from kdmri_lib.engine.trainer import training_dataset
+
+    if references == "stratified":   # one (the third) training volume per contrast, all with ground truth
+        files = [pat.replace("_*", "_02*") for pat in CONTRASTS.values()]
+        ds = training_dataset(TrainConfig(mode="student", data_dir=data, train_files=files))
+        return ds, list(range(len(ds))), []
+    ds = training_dataset(TrainConfig(mode="distill", data_dir=data, train_files=list(DEFAULT.target),
+                                      references=DEFAULT.references, unlabelled=True))
+    # the 1:1 interleave lists each reference several times: keep one index per reference slice
+    lab = [i for i in range(len(ds)) if float(ds[i]["labelled"]) > 0.5][:DEFAULT.references]
+    return ds, lab, [i for i in range(len(ds)) if float(ds[i]["labelled"]) <= 0.5]
+
+
+def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 1e-4, steps: int = 100,
+                     references: str = "protocol", pool_weight: float = 0.0, batch: int = 2, seed: int = 0,
+                     log=print) -> list[dict]:
+    """Fine-tune the teacher on the references (module docstring); returns the logged rows
+    (``step``, ``PSNR`` per contrast, ``delta`` per contrast)."""
+    from kdmri_lib.datasets.data import batch_operator, collate
+    from kdmri_lib.distill import teacher_tta
+    from kdmri_lib.models.checkpoint import load_model
+
+    torch.manual_seed(seed)
+    sets = contrast_sets(data)
+    ds, refs, pool = _training_slices(data, references)
+    t0, _ = load_model(TEACHER)
+    base = score_by_contrast(t0, sets)
+    log(f"[pilot] teacher {TEACHER}: {len(refs)} reference slices, {len(pool)} pool slices; before {base}")
+    labels = {}
+    if pool_weight > 0 and pool:
+        for i in pool:
+            b = collate([ds[i]])
+            labels[i] = teacher_tta(t0, b["y"], batch_operator(b, "sr", 4))[0][0]
+    teacher = copy.deepcopy(t0).train()
+    trained = teacher.head_parameters() if params == "head" else list(teacher.parameters())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for s in range(steps):
+        b = collate([ds[refs[j]] for j in torch.randint(len(refs), (batch,), generator=g).tolist()])
+        loss = (teacher(b["y"], batch_operator(b, "sr", 4)) - b["target"]).abs().mean()
+        if labels:
+            idx = [pool[j] for j in torch.randint(len(pool), (batch,), generator=g).tolist()]
+            bp = collate([ds[i] for i in idx])
+            out = teacher(bp["y"], batch_operator(bp, "sr", 4))
+            loss = loss + pool_weight * (out - torch.stack([labels[i] for i in idx])).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (s + 1) % max(1, steps // 4) == 0 or s + 1 == steps:
+            r = score_by_contrast(teacher, sets)
+            teacher.train()
+            rows.append({"step": s + 1, "PSNR": r, "delta": {k: round(r[k] - base[k], 3) for k in r}})
+            log(f"[pilot] {params} lr {lr:g} pool weight {pool_weight:g} step {s + 1}: {r}, change {rows[-1]['delta']}")
+    return rows
+
+
+def tta_pilot(data: str = "data/demo", checkpoint: Optional[str] = None, log=print) -> dict:
+    """PSNR per contrast of the teacher (and ``checkpoint``), single pass and flip-averaged."""
+    from kdmri_lib.models.checkpoint import load_model
+
+    sets = contrast_sets(data)
+    out = {}
+    for name, path in (("teacher", TEACHER), ("checkpoint", checkpoint)):
+        if path is None:
+            continue
+        m, _ = load_model(path)
+        out[name] = score_by_contrast(m, sets)
+        out[f"{name}_tta"] = score_by_contrast(_TTA(m).eval(), sets)
+        log(f"[pilot] {path}: single pass {out[name]}, flip-averaged {out[f'{name}_tta']}")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kdmri_lib.pilots", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("correction", help="fine-tune the protocol's teacher on the target references alone")
+    c.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
+    c.add_argument("--params", choices=("head", "all"), default="head", help="what is fine-tuned (default: head)")
+    c.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
+    c.add_argument("--steps", type=int, default=100, help="optimiser steps (default: 100)")
+    c.add_argument("--references", choices=("protocol", "stratified"), default="protocol",
+                   help="the ablation's references, or one training volume per contrast (default: protocol)")
+    c.add_argument("--pool-weight", type=float, default=0.0,
+                   help="weight of the pool's self-ensembled labels (default: 0, none)")
+    t = sub.add_parser("tta", help="single pass against flip-averaged prediction, per contrast")
+    t.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
+    t.add_argument("--checkpoint", default=None, help="also score this checkpoint (e.g. a distilled student)")
+    a = p.parse_args(argv)
+    try:
+        if a.what == "correction":
+            if a.steps < 1 or a.lr <= 0 or a.pool_weight < 0:
+                raise KdmriError("--steps must be >= 1, --lr > 0 and --pool-weight >= 0")
+            correction_pilot(a.data, a.params, a.lr, a.steps, a.references, a.pool_weight)
+        else:
+            tta_pilot(a.data, a.checkpoint)
+    except KdmriError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
