@@ -34,7 +34,7 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Print the bad-input corpus tally (tests/test_bad_inputs.py) when it ran."""
+    """Print the bad-input corpus tally (tests/_corpus.py) when it ran."""
     try:
         from _corpus import PASSED, tally
     except ImportError:  # pragma: no cover

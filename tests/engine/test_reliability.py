@@ -12,9 +12,9 @@
 * Resources: out-of-memory errors become advice (:mod:`kdmri_lib.core.resources`), evaluation streams
   volumes and runs under ``torch.inference_mode``.
 
-Related tests elsewhere: tests/test_train.py (SIGINT in-process and through the CLI, kill -9 after
-an epoch, a failing checkpoint write, resume refusing other settings), tests/test_data.py (demo
-data determinism), tests/test_real_data.py (checksums, resumed downloads, truncated archives).
+Related tests elsewhere: tests/engine/test_train.py (SIGINT in-process and through the CLI, kill -9 after
+an epoch, a failing checkpoint write, resume refusing other settings), tests/datasets/test_data.py (demo
+data determinism), tests/datasets/test_real_data.py (checksums, resumed downloads, truncated archives).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from kdmri_lib.models.checkpoint import load_checkpoint
 from kdmri_lib.mri import physics
 from kdmri_lib.mri.fastmri_format import ismrmrd_header, write_volume
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 

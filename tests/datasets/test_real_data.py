@@ -34,7 +34,7 @@ from kdmri_lib.datasets.real_data import http_download as dl
 from kdmri_lib.mri import physics
 from kdmri_lib.mri.fastmri_format import ismrmrd_header, write_volume
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "data_scripts"
 
 

@@ -16,7 +16,7 @@ from kdmri_lib.engine.reconstruct import evaluate
 from kdmri_lib.engine.train import fit
 from kdmri_lib.models.checkpoint import load_checkpoint, load_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _torchrun(args, timeout=300):

@@ -1,6 +1,6 @@
 """The explorers' plumbing without a browser: CSS classes, layout fixes, greyed-out controls, threads.
 
-What a person sees in JupyterLab is checked by tests/test_browser.py; these run everywhere."""
+What a person sees in JupyterLab is checked by tests/teaching/test_browser.py; these run everywhere."""
 
 from __future__ import annotations
 

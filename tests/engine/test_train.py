@@ -20,7 +20,7 @@ from kdmri_lib.distill import DistillConfig
 from kdmri_lib.engine import train as T
 from kdmri_lib.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------
