@@ -5,7 +5,7 @@ A run folder (``run_dir``) holds what the notebooks train::
     run_dir/teacher/best.pt          the ViT teacher (notebook 02)
     run_dir/student/best.pt          the student trained alone (notebook 03)
     run_dir/distill/best.pt          the distilled student (notebook 04)
-    run_dir/distill/teacher_last.pt  the teacher after correction while teaching (notebook 04)
+    run_dir/distill/teacher_last.pt  notebook 04's (source-domain) teacher after correction while teaching
     run_dir/unet/best.pt             a fastMRI U-Net, if one was trained
 
 :func:`collect_methods` loads what exists next to the parameter-free baselines;
@@ -33,7 +33,7 @@ CHECKPOINTS = (
     ("student · every training slice", "student/best.pt"),
     ("distilled student", "distill/last.pt"),
     ("teacher", "teacher/best.pt"),
-    ("teacher (corrected)", "distill/teacher_last.pt"),
+    ("source teacher of 04, after correction", "distill/teacher_last.pt"),   # not the "teacher" row above
 )
 BASELINE_NAMES = {"zero_filled": "zero-filled", "lowres": "low-res (nearest)", "bicubic": "bicubic"}
 
