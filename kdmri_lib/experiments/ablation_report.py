@@ -5,6 +5,7 @@ summary block and the figure. :mod:`kdmri_lib.experiments.ablation` computes the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 from kdmri_lib.core.atomic import atomic_write
 from kdmri_lib.distill import ABLATION_ROWS
 
-__all__ = ["volume_means", "paired_difference", "comparisons", "comparison_sentences", "summary_markdown", "to_markdown", "figure"]
+__all__ = ["volume_means", "volume_label", "volume_sentences", "paired_difference", "comparisons", "comparison_sentences", "summary_markdown", "to_markdown", "figure"]
 
 #: the distillation rows (drawn in red in the figure)
 DISTILL_ROWS = ("kd_vanilla",) + tuple(n for n in ABLATION_ROWS if n != "kd_vanilla")
@@ -79,6 +80,31 @@ def volume_label(fname: str) -> str:
     stem = fname.split("_")[0]
     contrast = {prefix: c for c, prefix in _PREFIX.items()}.get(stem)
     return f"{contrast} volume" if contrast else f"`{fname}`"
+
+
+def volume_sentences(rows: Sequence[dict], split: str = "") -> list[str]:
+    """What the per-volume columns show, computed from them: each learned row's PSNR per scored volume
+    against the student alone, and which contrasts the references cover (from the split text,
+    :func:`kdmri_lib.datasets.protocol.describe`)."""
+    by = {r["name"]: r for r in rows if r.get("volume_PSNR")}
+    if "student" not in by or len(by["student"]["volume_PSNR"]) < 2:
+        return []
+    vols = list(by["student"]["volume_PSNR"])
+    labels = [volume_label(v).replace(" volume", "") for v in vols]
+    base = by["student"]["volume_PSNR"]
+    out = [f"By scored volume ({' / '.join(labels)}): student alone "
+           + " / ".join(f"{base[v]:.2f}" for v in vols) + " dB."]
+    for name in [n for n in by if n not in ("student", "zero_filled", "lowres", "bicubic", "student_matched")]:
+        vp = by[name]["volume_PSNR"]
+        out.append(f"  {name}: " + " / ".join(f"{vp[v] - base[v]:+.2f}" for v in vols) + " dB against the student alone")
+    m = re.search(r"references:[^\n]*\(([^()]+)\)", split)
+    refs = m.group(1).split(", ") if m else []
+    covered = {volume_label(f).replace(" volume", "") for f in refs}
+    missing = [lab for lab in labels if lab not in covered]
+    if refs and missing:
+        out.append(f"The references ({', '.join(refs)}) are all {' / '.join(sorted(covered))}: on the "
+                   f"{' / '.join(missing)} volume a student learns only from its teacher's labels.")
+    return out
 
 
 def _interval(c: dict) -> str:

@@ -300,7 +300,7 @@ def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, facto
         found = _read_ablation(Path(fallback_dir))
     if found is None:
         return None
-    from kdmri_lib.experiments.ablation import comparison_sentences
+    from kdmri_lib.experiments.ablation_report import comparison_sentences, volume_label, volume_sentences
 
     st = found["settings"]
     budget = (f"{st.get('epochs')} epochs x {st.get('steps_per_epoch')} steps per run, seeds "
@@ -308,8 +308,10 @@ def load_or_run_ablation(ablation_dir, fallback_dir, run: bool, task: str, facto
               f"{st.get('protocol', {}).get('references')} target references")
     rows = [{"row": r.get("label", r.get("name")), "params": r.get("params"), "GFLOPs": r.get("GFLOPs"),
              "PSNR": r.get("PSNR"), "PSNR_sd": r.get("PSNR_sd"), "SSIM": r.get("SSIM"),
+             **{f"{volume_label(v)} PSNR": p for v, p in (r.get("volume_PSNR") or {}).items()},
              "held-out PSNR": r.get("heldout_PSNR"), "seeds": r.get("seeds")} for r in found["rows"]]
     comps = comparison_sentences(found["rows"], found.get("meta", {}).get("comparisons", []))
     return {"rows": rows, "comparisons": comps, "pairs": found.get("meta", {}).get("comparisons", []),
+            "by_volume": volume_sentences(found["rows"], found.get("meta", {}).get("split", "")),
             "source": found["source"], "budget": budget, "settings": st,
             "raw": found["rows"], "command": found.get("meta", {}).get("command")}

@@ -43,3 +43,19 @@ def test_short_run_context_quotes_the_ablation_of_the_same_task(tmp_path):
     assert lines[1].strip() == "kd_output: +0.50 dB (95 % interval +0.25 to +0.75)" and len(lines) == 3
     assert len(short_run_context(200, "sr", 4, tmp_path)) == 2            # as long as the ablation: no caveat
     assert short_run_context(50, "sr", 2, tmp_path) == [] and short_run_context(50, "cs", 4, tmp_path) == []
+
+
+def test_volume_sentences_are_computed_from_the_per_volume_columns():
+    """Each row against the student alone per scored volume, and the contrast the references miss."""
+    from kdmri_lib.experiments.ablation_report import volume_sentences
+
+    vols = ["mni152_sagittal_val.h5", "mni152t2_sagittal_val.h5"]
+    rows = [{"name": "student", "volume_PSNR": dict(zip(vols, (22.0, 20.0)))},
+            {"name": "kd_output", "volume_PSNR": dict(zip(vols, (22.5, 21.25)))}]
+    split = "references: 12 slices of 2 volume(s) (mni152_sagittal_02.h5, mni152_sagittal_03.h5)\npool: ..."
+    text = volume_sentences(rows, split)
+    assert text[0] == "By scored volume (T1w / T2w): student alone 22.00 / 20.00 dB."
+    assert text[1] == "  kd_output: +0.50 / +1.25 dB against the student alone"
+    assert "are all T1w: on the T2w volume" in text[2]
+    both = "references: 12 slices of 2 volume(s) (mni152_sagittal_02.h5, mni152t2_sagittal_02.h5)\npool: ..."
+    assert len(volume_sentences(rows, both)) == 2 and volume_sentences(rows[1:], split) == []
