@@ -30,6 +30,13 @@ def read_json(path: str | os.PathLike) -> Optional[Any]:
         return None
 
 
+def read_manifest(path: str | os.PathLike) -> Optional[dict]:
+    """A data set's ``manifest.json`` at ``path`` (None when missing, unreadable or not an object):
+    the one reader of the demo data's and the real data sets' manifests."""
+    m = read_json(path)
+    return m if isinstance(m, dict) else None
+
+
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)

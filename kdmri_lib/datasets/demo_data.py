@@ -48,7 +48,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from kdmri_lib.core.atomic import PARTIAL_DIR, ensure_dir, read_json, write_json
+from kdmri_lib.core.atomic import PARTIAL_DIR, ensure_dir, read_manifest, write_json
 from kdmri_lib.core.errors import ConfigError, DataError, check_float, check_int
 from kdmri_lib.datasets.demo_natural import NATURAL_SET5, NATURAL_TRAIN, centre_crop_multiple, natural_image
 from kdmri_lib.datasets.demo_natural import save_png, to_luma
@@ -313,7 +313,7 @@ def build_demo_data(
     out = Path(out)
     t0 = time.perf_counter()
     manifest_path = out / "manifest.json"
-    manifest = read_manifest(out)
+    manifest = read_manifest(manifest_path)
     if not force and manifest and manifest.get("digest") == cfg.digest() and \
             all((out / f).exists() for f in manifest.get("files", [])):
         return _report_from_manifest(out, manifest, time.perf_counter() - t0)
@@ -490,16 +490,10 @@ def _clean_partial(partial: Path, remove: bool = False) -> None:
                 pass
 
 
-def read_manifest(out: str | os.PathLike) -> Optional[dict]:
-    """The demo data's ``manifest.json`` in ``out`` (None if missing or unreadable)."""
-    m = read_json(Path(out) / "manifest.json")
-    return m if isinstance(m, dict) else None
-
-
 def demo_status(out: str | os.PathLike) -> str:
     """``"absent"`` (no demo manifest), ``"complete"`` (manifest and every file it lists) or
     ``"incomplete"`` (an interrupted build, or files missing)."""
-    m = read_manifest(out)
+    m = read_manifest(Path(out) / "manifest.json")
     if m is None:
         return "absent" if not (Path(out) / "manifest.json").exists() else "incomplete"
     if m.get("incomplete") or not m.get("digest"):

@@ -252,7 +252,7 @@ def resolve_data_dir(data_dir: Path, build_data: bool = True, quiet: bool = True
             f"folder, or at a new or empty folder for the demo data (default {default})")
     if not build_data:
         raise ConfigError(f"notebook parameter 'data_dir': {data_dir} holds no singlecoil_train/ or singlecoil_val/ folder")
-    manifest = dd.read_manifest(data_dir) if status == "incomplete" else None
+    manifest = dd.read_manifest(Path(data_dir) / "manifest.json") if status == "incomplete" else None
     cfg = None
     if manifest and isinstance(manifest.get("config"), dict):
         try:

@@ -85,10 +85,7 @@ def check_out_dir(out: Path, kind: str) -> None:
                             f"use another --out for this data set (each MRI data set needs its own folder)")
 
 
-def read_manifest(path: Path) -> Optional[dict]:
-    """A data set's ``manifest.json`` (None when missing or unreadable)."""
-    m = _atomic.read_json(path)
-    return m if isinstance(m, dict) else None
+read_manifest = _atomic.read_manifest
 
 
 def write_json(path: Path, data: Any) -> None:
