@@ -16,8 +16,6 @@ from kdmri_lib.distill import ABLATION_ROWS
 
 __all__ = ["volume_means", "volume_label", "volume_sentences", "paired_difference", "comparisons", "comparison_sentences", "summary_markdown", "to_markdown", "figure"]
 
-#: the distillation rows (drawn in red in the figure)
-DISTILL_ROWS = ("kd_vanilla",) + tuple(n for n in ABLATION_ROWS if n != "kd_vanilla")
 
 
 def volume_means(slice_psnr: Sequence[float], slice_files: Sequence[str]) -> dict[str, float]:
@@ -219,7 +217,7 @@ def figure(rows: Sequence[dict], path: Path) -> Path:
     names = [r["name"] for r in rows][::-1]
     psnr = [r["PSNR"] for r in rows][::-1]
     err = [r.get("PSNR_sd", 0.0) for r in rows][::-1]
-    colors = ["#999999" if r["params"] == 0 else "#d62728" if r["name"] in DISTILL_ROWS else "#1f77b4"
+    colors = ["#999999" if r["params"] == 0 else "#d62728" if r["name"] in ABLATION_ROWS else "#1f77b4"
               for r in rows][::-1]
     ax.barh(names, psnr, xerr=err, color=colors, error_kw={"ecolor": "black", "capsize": 2, "lw": 0.8})
     base = [r["PSNR"] for r in rows if r["name"] == "student"]

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from kdmri_lib.core.errors import KdmriError
+from kdmri_lib.core.errors import KdmriError, check_float, check_int
 
 __all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "main"]
 
@@ -65,20 +65,18 @@ class _TTA(nn.Module):
 
 
 def _training_slices(data: str, references: str):
-    """``(dataset, reference indices, pool indices)`` of the target domain's training slices."""
-    from kdmri_lib.datasets.protocol import DEFAULT
+    """``(references, pool)``: the target domain's reference slices (with ground truth) and its
+    measurement-only pool (empty for ``"stratified"``), split as the protocol splits them."""
+    from kdmri_lib.datasets.protocol import DEFAULT, Labelled, MeasurementOnly, split_references
     from kdmri_lib.engine.run_config import TrainConfig
     from kdmri_lib.engine.trainer import training_dataset
 
     if references == "stratified":   # one (the third) training volume per contrast, all with ground truth
         files = [pat.replace("_*", "_02*") for pat in CONTRASTS.values()]
-        ds = training_dataset(TrainConfig(mode="student", data_dir=data, train_files=files))
-        return ds, list(range(len(ds))), []
-    ds = training_dataset(TrainConfig(mode="distill", data_dir=data, train_files=list(DEFAULT.target),
-                                      references=DEFAULT.references, unlabelled=True))
-    # the 1:1 interleave lists each reference several times: keep one index per reference slice
-    lab = [i for i in range(len(ds)) if float(ds[i]["labelled"]) > 0.5][:DEFAULT.references]
-    return ds, lab, [i for i in range(len(ds)) if float(ds[i]["labelled"]) <= 0.5]
+        return training_dataset(TrainConfig(mode="student", data_dir=data, train_files=files)), []
+    target = training_dataset(TrainConfig(mode="student", data_dir=data, train_files=list(DEFAULT.target)))
+    refs, pool = split_references(target.volumes(), DEFAULT.references, DEFAULT.split_seed)
+    return Labelled(target, refs), MeasurementOnly(target, pool)
 
 
 def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 1e-4, steps: int = 100,
@@ -92,14 +90,14 @@ def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 
 
     torch.manual_seed(seed)
     sets = contrast_sets(data)
-    ds, refs, pool = _training_slices(data, references)
+    refs, pool = _training_slices(data, references)
     t0, _ = load_model(TEACHER)
     base = score_by_contrast(t0, sets)
     log(f"[pilot] teacher {TEACHER}: {len(refs)} reference slices, {len(pool)} pool slices; before {base}")
     labels = {}
-    if pool_weight > 0 and pool:
-        for i in pool:
-            b = collate([ds[i]])
+    if pool_weight > 0 and len(pool):
+        for i in range(len(pool)):
+            b = collate([pool[i]])
             labels[i] = teacher_tta(t0, b["y"], batch_operator(b, "sr", 4))[0][0]
     teacher = copy.deepcopy(t0).train()
     trained = teacher.head_parameters() if params == "head" else list(teacher.parameters())
@@ -111,11 +109,11 @@ def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 
     g = torch.Generator().manual_seed(seed)
     rows = []
     for s in range(steps):
-        b = collate([ds[refs[j]] for j in torch.randint(len(refs), (batch,), generator=g).tolist()])
+        b = collate([refs[j] for j in torch.randint(len(refs), (batch,), generator=g).tolist()])
         loss = (teacher(b["y"], batch_operator(b, "sr", 4)) - b["target"]).abs().mean()
         if labels:
-            idx = [pool[j] for j in torch.randint(len(pool), (batch,), generator=g).tolist()]
-            bp = collate([ds[i] for i in idx])
+            idx = torch.randint(len(pool), (batch,), generator=g).tolist()
+            bp = collate([pool[i] for i in idx])
             out = teacher(bp["y"], batch_operator(bp, "sr", 4))
             loss = loss + pool_weight * (out - torch.stack([labels[i] for i in idx])).abs().mean()
         opt.zero_grad()
@@ -163,8 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
-            if a.steps < 1 or a.lr <= 0 or a.pool_weight < 0:
-                raise KdmriError("--steps must be >= 1, --lr > 0 and --pool-weight >= 0")
+            check_int("--steps", a.steps, minimum=1)
+            check_float("--lr", a.lr, minimum=0.0, strict_min=True)
+            check_float("--pool-weight", a.pool_weight, minimum=0.0)
             correction_pilot(a.data, a.params, a.lr, a.steps, a.references, a.pool_weight)
         else:
             tta_pilot(a.data, a.checkpoint)

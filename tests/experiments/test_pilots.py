@@ -14,9 +14,9 @@ def test_correction_pilot_changes_only_what_it_trains_and_reports_both_contrasts
 
 
 def test_stratified_references_take_one_volume_per_contrast(demo_dir):
-    ds, refs, pool = pilots._training_slices(str(demo_dir), "stratified")
-    assert len(refs) == len(ds) == 12 and pool == []
-    assert {f.name.split("_")[0] for f in ds.files} == {"mni152", "mni152t2"}
+    refs, pool = pilots._training_slices(str(demo_dir), "stratified")
+    assert len(refs) == 12 and pool == []
+    assert {f.name.split("_")[0] for f in refs.files} == {"mni152", "mni152t2"}
 
 
 def test_pilot_cli_rejects_bad_numbers(capsys):
@@ -24,3 +24,11 @@ def test_pilot_cli_rejects_bad_numbers(capsys):
     assert "--steps must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pilots.main(["correction", "--params", "body"])
+
+
+def test_protocol_references_and_pool_follow_the_protocol_split(demo_dir):
+    from kdmri_lib.datasets.protocol import DEFAULT
+
+    refs, pool = pilots._training_slices(str(demo_dir), "protocol")
+    assert len(refs) == DEFAULT.references and len(pool) == 66
+    assert float(refs[0]["labelled"]) == 1.0 and float(pool[0]["labelled"]) == 0.0 and not pool[0]["target"].any()
