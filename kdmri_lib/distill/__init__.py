@@ -72,6 +72,7 @@ from kdmri_lib.core.device import autocast
 from kdmri_lib.core.errors import ConfigError
 from kdmri_lib.distill import losses as L
 from kdmri_lib.distill.config import (
+    ABLATION_BASE,
     ABLATION_PIECES,
     ABLATION_ROWS,
     BALANCE_MODES,
@@ -81,6 +82,7 @@ from kdmri_lib.distill.config import (
     FIELD_HELP,
     KD_ON,
     PAPER_METHOD,
+    PREDATED,
     STUDENT_TERMS,
     T_PARAMS,
     DistillConfig,
@@ -89,7 +91,7 @@ from kdmri_lib.distill.state import DistillState, LossBreakdown
 from kdmri_lib.distill.teacher_cache import TeacherCache, teacher_tta
 from kdmri_lib.models.adapters import Adapters
 
-__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_PIECES",
+__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_BASE", "ABLATION_PIECES", "PREDATED",
            "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP", "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON",
            "T_PARAMS", "STUDENT_TERMS", "Adapters", "gradient_norms", "teacher_tta", "unwrap", "student_terms",
            "teacher_terms"]

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 from kdmri_lib.core import device as D
 from kdmri_lib.core.errors import CheckpointError, ConfigError, DataError, check_choice, check_float, check_int
-from kdmri_lib.distill import DistillConfig
+from kdmri_lib.distill import PREDATED, DistillConfig
 
 __all__ = ["TrainConfig", "RECIPES", "FIELD_ROLES", "RESUME_IDENTITY", "OPERATIONAL", "same_computation",
            "TRAIN_MODES", "SCHEDULES", "check_resume"]
@@ -72,6 +72,10 @@ class TrainConfig:
         unlabelled: distill mode with ``references``: interleave the other volumes of the selected
             training files 1:1 as a measurement-only pool (no ground truth read; the teacher labels
             them, :mod:`kdmri_lib.datasets.protocol`).
+        rehearsal_files: distill mode with ``distill.t_rehearsal > 0``: file-name patterns of the
+            teacher's own source-domain training files (with ground truth), which the correction
+            rehearses (:mod:`kdmri_lib.engine.rehearsal`); None = the patterns the teacher's checkpoint
+            records for its pre-training (the trainer fills them in).
         distill: :class:`~kdmri_lib.distill.DistillConfig` (a dict is converted).
         model_overrides: hyper-parameters of the trained model overriding its preset.
         resume: continue from ``out_dir/last.pt`` when it exists.
@@ -108,6 +112,7 @@ class TrainConfig:
     val_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     references: Optional[int] = field(default=None, metadata={"role": "identity"})
     unlabelled: bool = field(default=False, metadata={"role": "identity"})
+    rehearsal_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     teacher_cache: bool = field(default=True, metadata={"role": "result"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"role": "identity"})
     model_overrides: dict = field(default_factory=dict, metadata={"role": "identity"})
@@ -157,7 +162,7 @@ class TrainConfig:
         self.log_every = check_int("log_every", self.log_every, minimum=1)
         from kdmri_lib.datasets.data import check_patterns
 
-        for name in ("train_files", "val_files"):
+        for name in ("train_files", "val_files", "rehearsal_files"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_patterns(name, getattr(self, name)))
         if self.references is not None:
@@ -173,6 +178,7 @@ class TrainConfig:
         if not isinstance(self.distill, DistillConfig):
             raise ConfigError(f"distill must be a DistillConfig or a dict; got {type(self.distill).__name__}")
         self.distill.validate()
+        self._check_rehearsal()
         if not isinstance(self.model_overrides, Mapping):
             raise ConfigError(f"model_overrides must be a dict of hyper-parameters; got {self.model_overrides!r}")
         self.model_overrides = dict(self.model_overrides)
@@ -201,6 +207,12 @@ class TrainConfig:
                 split_dir(d, split)
         return self
 
+    def _check_rehearsal(self) -> None:
+        if self.rehearsal_files and not (self.mode == "distill" and self.distill.correction and self.distill.t_rehearsal > 0):
+            raise ConfigError("rehearsal_files is only used by teacher correction with distill.t_rehearsal > 0 "
+                              f"(mode {self.mode!r}, correction {self.distill.correction}, "
+                              f"t_rehearsal {self.distill.t_rehearsal}); leave it unset")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["distill"] = self.distill.to_dict() if isinstance(self.distill, DistillConfig) else dict(self.distill)
@@ -220,7 +232,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        d = dict(d)
+        d = _with_defaults(d)
         if "distill" in d and isinstance(d["distill"], Mapping):
             d["distill"] = DistillConfig.from_dict(d["distill"])
         return cls(**d)
@@ -247,10 +259,23 @@ RESUME_IDENTITY: tuple[str, ...] = tuple(k for k, r in FIELD_ROLES.items() if r 
 OPERATIONAL: tuple[str, ...] = tuple(k for k, r in FIELD_ROLES.items() if r == "operational")
 
 
+def _with_defaults(d: Mapping[str, Any]) -> dict:
+    """A stored configuration with the distillation fields it predates filled in with the values that
+    compute what it computed (:data:`kdmri_lib.distill.PREDATED`)."""
+    d = dict(d)
+    if isinstance(d.get("distill"), Mapping):
+        d["distill"] = {**PREDATED, **d["distill"]}
+    return d
+
+
 def same_computation(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two run configurations (``to_dict()`` form) compute the same thing: every
-    non-operational field agrees."""
+    non-operational field agrees (the distillation settings only in distill mode; fields that one of
+    them predates count at the values they had, :data:`kdmri_lib.distill.PREDATED`)."""
+    a, b = _with_defaults(a), _with_defaults(b)
     keys = (set(a) | set(b)) - set(OPERATIONAL)
+    if a.get("mode") != "distill" and b.get("mode") != "distill":   # a model trained alone ignores them
+        keys -= {"distill"}
     return all(a.get(k) == b.get(k) for k in keys)
 
 
@@ -258,8 +283,8 @@ def check_resume(ckpt: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
     """Raise :class:`CheckpointError` unless ``cfg`` may resume from checkpoint ``ckpt`` (read from ``path``):
     the :data:`~kdmri_lib.engine.run_config.RESUME_IDENTITY` fields, the distillation config and the number
     of processes must agree."""
-    old = ckpt.get("train_config") or {}
-    new = cfg.to_dict()
+    old = _with_defaults(ckpt.get("train_config") or {})
+    new = _with_defaults(cfg.to_dict())
     diff = [k for k in RESUME_IDENTITY if k in old and old[k] != new[k] and (k != "distill" or cfg.mode == "distill")]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in diff)

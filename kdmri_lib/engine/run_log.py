@@ -18,7 +18,7 @@ __all__ = ["STEP_COLUMNS", "EpochSums", "csv_text", "read_steps"]
 #: leading columns of steps.csv (others follow in first-seen order)
 STEP_COLUMNS = ("global_step", "epoch", "step", "lr", "t_lr", "loss", "rec", "edge", "kd", "feat", "att", "kl",
                 "w_rec", "w_edge", "w_kd", "w_feat", "w_att", "dynamic", "warmup", "confidence_mean", "e_student",
-                "e_teacher", "t_loss", "t_rec", "t_edge", "t_feedback", "t_w_feedback", "t_wrong_fraction", "grad_norm",
+                "e_teacher", "t_loss", "t_rec", "t_edge", "t_feedback", "t_rehearsal", "t_w_feedback", "t_wrong_fraction", "grad_norm",
                 "t_grad_norm", "train_PSNR", "seconds")
 _NOT_AVERAGED = ("global_step", "epoch", "step", "lr", "t_lr", "seconds")
 

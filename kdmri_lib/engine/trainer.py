@@ -130,6 +130,12 @@ class Trainer:
         self.correction = self.distill and cfg.distill.correction
         self._setup_data()
         self._setup_models()
+        self.rehearsal = None
+        if self.correction and cfg.distill.t_rehearsal > 0:   # kdmri_lib.engine.rehearsal
+            from kdmri_lib.engine.rehearsal import setup_rehearsal
+
+            self.cfg, self.rehearsal = setup_rehearsal(self.cfg, self.teacher_record, verbose=self.main and cfg.verbose)
+            cfg = self.cfg
         self._setup_optimisers()
         self.state, self.resumed = TrainState(), None
         self.step_rows: list[dict] = []
@@ -155,10 +161,10 @@ class Trainer:
         cfg, dcfg = self.cfg, self.cfg.distill
         D.seed_everything(cfg.seed)
         self.model = build_model(cfg.model_kind, cfg.preset, cfg.task, cfg.factor, **cfg.model_overrides).to(self.device)
-        self.teacher = self.adapters = self.teacher_anchor = None
+        self.teacher = self.adapters = self.teacher_anchor = self.teacher_record = None
         if not self.distill:
             return
-        self.teacher, _ = load_model(cfg.teacher_checkpoint, self.device,
+        self.teacher, self.teacher_record = load_model(cfg.teacher_checkpoint, self.device,
                                      expect={"kind": "teacher", "task": cfg.task, "factor": cfg.factor,
                                              "preset": cfg.teacher_preset})
         if self.correction:
@@ -357,7 +363,11 @@ class Trainer:
         if self.t_opt is not None:
             self.t_opt.zero_grad(set_to_none=True)
         t_step = self.t_opt is not None and self.dstate.steps % cfg.distill.t_every == 0   # a teacher step now
+        k = self.dstate.steps // cfg.distill.t_every   # this teacher step's number
         loss, t_loss, row, out = self._losses(batch, op, x, t_step)
+        if t_step and self.rehearsal is not None:
+            r = self.rehearsal.loss(self.teacher_t, k, device, self.amp)
+            t_loss, row["t_rehearsal"] = t_loss + r, float(r.detach())
         finite = math.isfinite(row["loss"]) and (t_loss is None or math.isfinite(row.get("t_loss", 0.0)))
         if _any_rank(not finite, device):
             self._diverged(epoch, step, row)

@@ -18,12 +18,13 @@ a scored slice.
 
 Rows (in table order): the parameter-free baselines (zero-filled = sinc interpolation, low-res,
 bicubic), the fastMRI U-Net, the student alone (and with the distillation rows' batch), vanilla KD
-(frozen teacher, L1 output distillation on every sample + adapters and attention maps), then
-cumulatively (:data:`kdmri_lib.distill.ABLATION_ROWS`): output-space KD on the pool only (no L1 + L1
-dead zone, no adapters), the teacher's test-time-augmented label with its uncertainty as the
-confidence, the dynamic weight with a floor and gradient-norm balance, and the regularised
-correction of the teacher's head (= ``full``), then the teacher and the teacher after correction
-(``full``'s corrected teacher, per seed).
+(frozen teacher, L1 output distillation on every sample + adapters and attention maps), then one
+piece at a time on its base (:data:`kdmri_lib.distill.ABLATION_ROWS`, :data:`~kdmri_lib.distill.ABLATION_BASE`):
+output-space KD on the pool only (no L1 + L1 dead zone, no adapters), the teacher's
+test-time-augmented label, its uncertainty as the confidence, the dynamic weight with a floor and
+gradient-norm balance; ``full`` = the augmented label + the correction of the teacher's head
+(rehearsing its source domain, :mod:`kdmri_lib.engine.rehearsal`); then the teacher and the teacher
+after correction (``full``'s corrected teacher, per seed).
 
 Scoring: every run's **final** weights (no selection on scored slices), by fastMRI's metric
 functions (:func:`kdmri_lib.engine.reconstruct.evaluate`), on the target domain's validation slices
@@ -84,9 +85,10 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("student_matched", "student alone, references only, batch x2 (the distillation rows' student compute)", "student"),
     ("kd_vanilla", "vanilla KD (frozen teacher; L1 output KD on every slice + features)", "distill"),
     ("kd_output", "+ output-space KD on the measurement-only pool only (no dead zone, no adapters)", "distill"),
-    ("kd_uncertainty", "+ augmented teacher label, uncertainty confidence", "distill"),
+    ("kd_tta", "+ the teacher's flip-averaged (test-time-augmented) label", "distill"),
+    ("kd_uncertainty", "+ its uncertainty as confidence", "distill"),
     ("kd_dynamic", "+ dynamic weight with a floor, gradient-norm balance", "distill"),
-    ("full", "+ regularised teacher correction (head, L2-SP; full method)", "distill"),
+    ("full", "kd_tta + teacher correction (head, rehearsing its source domain; full method)", "distill"),
     ("teacher", "teacher (Swin ViT, source domain only)", "teacher"),
     ("teacher_corrected", "teacher after correction (full method's runs)", "corrected"),
 )
@@ -162,9 +164,11 @@ def _train_config(s: AblationSettings, name: str, what: str, seed: int) -> Train
     if what in ("student", "unet"):
         return TrainConfig(mode=what, preset=s.preset, out_dir=out, **target,
                            **(double if name == "student_matched" else common))
+    dcfg = DistillConfig.preset(name)
+    rehearse = list(p.source) if dcfg.correction and dcfg.t_rehearsal > 0 else None   # the teacher's own source domain
     return TrainConfig(mode="distill", preset=s.preset, teacher_preset=s.teacher_preset, out_dir=out,
-                       teacher_checkpoint=teacher_checkpoint(s), unlabelled=True, distill=DistillConfig.preset(name),
-                       **target, **double)
+                       teacher_checkpoint=teacher_checkpoint(s), unlabelled=True, distill=dcfg,
+                       rehearsal_files=rehearse, **target, **double)
 
 
 def teacher_checkpoint(s: AblationSettings) -> str:

@@ -43,14 +43,14 @@ def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 100
 
 
 def comparisons(rows: Sequence[dict]) -> list[dict]:
-    """Paired differences (scored set, and held-out where present) of ``full`` against ``student``
-    and ``kd_vanilla``, of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first
+    """Paired differences (scored set, and held-out where present) of ``full`` against ``student``,
+    ``kd_vanilla`` and ``kd_tta`` (its frozen-teacher twin: the correction's effect on the student), of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first
     row without adapters) against ``student``, of the teacher against the student and of the
     corrected teacher against the teacher. Each: ``{"a", "b", "set", "mean", "lo", "hi", "slices",
     "excludes_zero"}``."""
     by = {r["name"]: r for r in rows}
-    pairs = [("full", "student"), ("full", "kd_vanilla"), ("kd_vanilla", "student"), ("kd_output", "student"),
-             ("teacher", "student"), ("teacher_corrected", "teacher")]
+    pairs = [("full", "student"), ("full", "kd_vanilla"), ("full", "kd_tta"), ("kd_vanilla", "student"),
+             ("kd_output", "student"), ("teacher", "student"), ("teacher_corrected", "teacher")]
     out = []
     for a, b in pairs:
         if a not in by or b not in by:

@@ -4,6 +4,7 @@
     python -m kdmri_lib.pilots correction --params all --lr 2e-5 --steps 80 --pool-weight 1
     python -m kdmri_lib.pilots correction --params all --lr 2e-5 --steps 80 --references stratified
     python -m kdmri_lib.pilots tta --checkpoint runs/bench/kd_output/seed0/last.pt
+    python -m kdmri_lib.pilots confidence --checkpoint runs/bench/kd_output/seed0/last.pt
 
 ``correction`` fine-tunes the protocol's teacher (``pretrained:sr4_teacher_source_small``) on the
 target references alone — no student, so that the question is only "can 12 references correct this
@@ -13,6 +14,10 @@ four points of the run. ``--references protocol`` uses the ablation's references
 ``--pool-weight w`` adds ``w`` x the L1 distance, on the measurement-only pool, to the original
 teacher's flip-averaged label (self-ensembling: a label for the contrast that has no reference).
 ``tta`` scores the teacher (and a checkpoint) with and without test-time augmentation.
+``confidence`` asks where the uncertainty confidence puts the teacher's weight: on the scored
+slices (read for this analysis only, never trained on), the share of the distillation weight that
+falls on pixels where the teacher is closer to the truth than a distilled student, with the
+uncertainty weights and without them.
 
 Both print one line per measurement; the validation slices are never trained on.
 """
@@ -29,7 +34,7 @@ from torch import nn
 
 from kdmri_lib.core.errors import KdmriError, check_float, check_int
 
-__all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "main"]
+__all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "confidence_pilot", "main"]
 
 #: file-name patterns of the demo's two contrasts (sagittal target domain)
 CONTRASTS = {"T1": "mni152_sagittal_*", "T2": "mni152t2_sagittal_*"}
@@ -79,9 +84,18 @@ def _training_slices(data: str, references: str):
     return Labelled(target, refs), MeasurementOnly(target, pool)
 
 
+def _source_slices(data: str):
+    """The teacher's own pre-training slices (the protocol's source domain, with ground truth)."""
+    from kdmri_lib.datasets.protocol import DEFAULT
+    from kdmri_lib.engine.run_config import TrainConfig
+    from kdmri_lib.engine.trainer import training_dataset
+
+    return training_dataset(TrainConfig(mode="student", data_dir=data, train_files=list(DEFAULT.source)))
+
+
 def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 1e-4, steps: int = 100,
                      references: str = "protocol", pool_weight: float = 0.0, batch: int = 2, seed: int = 0,
-                     log=print) -> list[dict]:
+                     rehearsal: float = 0.0, log=print) -> list[dict]:
     """Fine-tune the teacher on the references (module docstring); returns the logged rows
     (``step``, ``PSNR`` per contrast, ``delta`` per contrast)."""
     from kdmri_lib.datasets.data import batch_operator, collate
@@ -91,6 +105,7 @@ def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 
     torch.manual_seed(seed)
     sets = contrast_sets(data)
     refs, pool = _training_slices(data, references)
+    source = _source_slices(data) if rehearsal > 0 else None
     t0, _ = load_model(TEACHER)
     base = score_by_contrast(t0, sets)
     log(f"[pilot] teacher {TEACHER}: {len(refs)} reference slices, {len(pool)} pool slices; before {base}")
@@ -116,6 +131,9 @@ def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 
             bp = collate([pool[i] for i in idx])
             out = teacher(bp["y"], batch_operator(bp, "sr", 4))
             loss = loss + pool_weight * (out - torch.stack([labels[i] for i in idx])).abs().mean()
+        if source is not None:
+            bs = collate([source[j] for j in torch.randint(len(source), (batch,), generator=g).tolist()])
+            loss = loss + rehearsal * (teacher(bs["y"], batch_operator(bs, "sr", 4)) - bs["target"]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -123,7 +141,7 @@ def correction_pilot(data: str = "data/demo", params: str = "head", lr: float = 
             r = score_by_contrast(teacher, sets)
             teacher.train()
             rows.append({"step": s + 1, "PSNR": r, "delta": {k: round(r[k] - base[k], 3) for k in r}})
-            log(f"[pilot] {params} lr {lr:g} pool weight {pool_weight:g} step {s + 1}: {r}, change {rows[-1]['delta']}")
+            log(f"[pilot] {params} lr {lr:g} pool weight {pool_weight:g} rehearsal {rehearsal:g} step {s + 1}: {r}, change {rows[-1]['delta']}")
     return rows
 
 
@@ -143,6 +161,50 @@ def tta_pilot(data: str = "data/demo", checkpoint: Optional[str] = None, log=pri
     return out
 
 
+def confidence_pilot(data: str = "data/demo", checkpoint: str = "runs/bench/kd_output/seed0/last.pt",
+                     log=print) -> dict:
+    """Where ``confidence="uncertainty"`` puts the teacher's weight (module docstring). Returns
+    ``teacher_better`` (fraction of foreground pixels where ``|T - x| < |S - x|``), ``weight_foreground``
+    / ``weight_there`` (mean uncertainty weight on the foreground / on those pixels; the weights have
+    mean 1 over each whole image), ``share_unweighted`` /
+    ``share_weighted`` (share of the distillation weight ``sum w |T - S|`` on those pixels)."""
+    from kdmri_lib.datasets.data import batch_operator, collate
+    from kdmri_lib.distill import teacher_tta
+    from kdmri_lib.distill.losses import uncertainty_weights
+    from kdmri_lib.models.checkpoint import load_model
+
+    teacher, _ = load_model(TEACHER)
+    student, _ = load_model(checkpoint)
+    sums = dict(better=0.0, fg=0.0, w_fg=0.0, w_better=0.0, mass=0.0, mass_better=0.0, wmass=0.0, wmass_better=0.0)
+    for ds in contrast_sets(data).values():
+        for i in range(len(ds)):
+            b = collate([ds[i]])
+            op = batch_operator(b, "sr", 4)
+            with torch.no_grad():
+                t, spread = teacher_tta(teacher, b["y"], op)
+                s = student(b["y"], op)
+            x = b["target"]
+            w = uncertainty_weights(spread)
+            fg = (x > 0.05 * x.amax()).float()
+            better = ((t - x).abs() < (s - x).abs()).float() * fg
+            gap = (t - s).abs() * fg
+            sums["better"] += float(better.sum())
+            sums["fg"] += float(fg.sum())
+            sums["w_fg"] += float((w * fg).sum())
+            sums["w_better"] += float((w * better).sum())
+            sums["mass"] += float(gap.sum())
+            sums["mass_better"] += float((gap * better).sum())
+            sums["wmass"] += float((w * gap).sum())
+            sums["wmass_better"] += float((w * gap * better).sum())
+    out = {"teacher_better": round(sums["better"] / sums["fg"], 4),
+           "weight_foreground": round(sums["w_fg"] / sums["fg"], 4),
+           "weight_there": round(sums["w_better"] / max(sums["better"], 1.0), 4),
+           "share_unweighted": round(sums["mass_better"] / sums["mass"], 4),
+           "share_weighted": round(sums["wmass_better"] / sums["wmass"], 4)}
+    log(f"[pilot] {checkpoint} against {TEACHER} on the scored slices (foreground): {out}")
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kdmri_lib.pilots", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -155,16 +217,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="the ablation's references, or one training volume per contrast (default: protocol)")
     c.add_argument("--pool-weight", type=float, default=0.0,
                    help="weight of the pool's self-ensembled labels (default: 0, none)")
+    c.add_argument("--rehearsal", type=float, default=0.0,
+                   help="weight of an L1 batch from the teacher's own source-domain slices per step (default: 0)")
     t = sub.add_parser("tta", help="single pass against flip-averaged prediction, per contrast")
     t.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
     t.add_argument("--checkpoint", default=None, help="also score this checkpoint (e.g. a distilled student)")
+    f = sub.add_parser("confidence", help="where the uncertainty confidence puts the teacher's weight")
+    f.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
+    f.add_argument("--checkpoint", default="runs/bench/kd_output/seed0/last.pt",
+                   help="a distilled student (default: runs/bench/kd_output/seed0/last.pt)")
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
             check_int("--steps", a.steps, minimum=1)
             check_float("--lr", a.lr, minimum=0.0, strict_min=True)
             check_float("--pool-weight", a.pool_weight, minimum=0.0)
-            correction_pilot(a.data, a.params, a.lr, a.steps, a.references, a.pool_weight)
+            check_float("--rehearsal", a.rehearsal, minimum=0.0)
+            correction_pilot(a.data, a.params, a.lr, a.steps, a.references, a.pool_weight, rehearsal=a.rehearsal)
+        elif a.what == "confidence":
+            confidence_pilot(a.data, a.checkpoint)
         else:
             tta_pilot(a.data, a.checkpoint)
     except KdmriError as e:

@@ -70,14 +70,10 @@ def test_config_checks_of_the_protocol(demo_dir, tmp_path):
 
 
 def _copy_with_corrupted_pool(demo_dir: Path, dst: Path, references: int) -> list[str]:
-    """A data folder of the sagittal files whose pool volumes have their stored ground truth
-    replaced by noise; returns the corrupted file names."""
-    src_train = Path(demo_dir) / "singlecoil_train"
-    (dst / "singlecoil_train").mkdir(parents=True)
-    for f in sorted(src_train.glob("*_sagittal_*.h5")):
-        shutil.copyfile(f, dst / "singlecoil_train" / f.name)
-    shutil.copytree(Path(demo_dir) / "singlecoil_val", dst / "singlecoil_val")
-    ds = MRISliceDataset(dst / "singlecoil_train", "sr", 4)
+    """A data folder of the sagittal files (and the axial ones, the teacher's source domain) whose
+    pool volumes have their stored ground truth replaced by noise; returns the corrupted file names."""
+    _copy_protocol_files(demo_dir, dst)
+    ds = MRISliceDataset(dst / "singlecoil_train", "sr", 4, include=["*_sagittal_*"])
     _, pool = P.split_references(ds.volumes(), references)
     names = sorted({ds.raw_samples[i][0].name for i in pool})
     rng = np.random.default_rng(0)
@@ -89,34 +85,41 @@ def _copy_with_corrupted_pool(demo_dir: Path, dst: Path, references: int) -> lis
     return names
 
 
+def _copy_protocol_files(demo_dir: Path, dst: Path) -> None:
+    (dst / "singlecoil_train").mkdir(parents=True)
+    for f in sorted((Path(demo_dir) / "singlecoil_train").glob("*.h5")):
+        if "_sagittal_" in f.name or "_axial_" in f.name:
+            shutil.copyfile(f, dst / "singlecoil_train" / f.name)
+    shutil.copytree(Path(demo_dir) / "singlecoil_val", dst / "singlecoil_val")
+
+
 @pytest.mark.slow
 def test_no_ground_truth_of_the_pool_reaches_the_student_or_the_teacher(demo_dir, tmp_path):
-    """Distillation with a corrected teacher on references + pool: corrupting the pool's stored
-    ground truth leaves every weight of the student and of the corrected teacher bit-identical."""
+    """Distillation with the full method (the teacher corrected on the references while it rehearses
+    its source domain) on references + pool: corrupting the pool's stored ground truth leaves every
+    weight of the student and of the corrected teacher bit-identical."""
     clean = tmp_path / "clean"
-    (clean / "singlecoil_train").mkdir(parents=True)
-    for f in sorted((Path(demo_dir) / "singlecoil_train").glob("*_sagittal_*.h5")):
-        shutil.copyfile(f, clean / "singlecoil_train" / f.name)
-    shutil.copytree(Path(demo_dir) / "singlecoil_val", clean / "singlecoil_val")
+    _copy_protocol_files(demo_dir, clean)
     bad = tmp_path / "corrupt"
     corrupted = _copy_with_corrupted_pool(demo_dir, bad, references=6)
     assert corrupted
-    teacher = fit(tiny_cfg(demo_dir, tmp_path / "t", mode="teacher", steps_per_epoch=1)).last_checkpoint
+    teacher = fit(tiny_cfg(demo_dir, tmp_path / "t", mode="teacher", steps_per_epoch=1,
+                           train_files=["*_axial_*"])).last_checkpoint
+    target = dict(mode="distill", teacher_checkpoint=str(teacher), references=6, unlabelled=True, steps_per_epoch=4,
+                  train_files=["*_sagittal_*"], distill=KD.DistillConfig(t_every=1))
     runs = {}
     for name, root in (("clean", clean), ("corrupt", bad)):
-        cfg = tiny_cfg(root, tmp_path / f"run_{name}", mode="distill", teacher_checkpoint=str(teacher), references=6,
-                       unlabelled=True, steps_per_epoch=4, distill=KD.DistillConfig(gradnorm_every=1))
-        runs[name] = fit(cfg)
+        runs[name] = fit(tiny_cfg(root, tmp_path / f"run_{name}", **target))
+    assert runs["clean"].config.rehearsal_files == ["*_axial_*"]               # the rehearsal was on
     a, b = state_of(tmp_path / "run_clean" / "last.pt"), state_of(tmp_path / "run_corrupt" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     ta, tb = runs["clean"].teacher.state_dict(), runs["corrupt"].teacher.state_dict()
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     # ... while the references' ground truth does matter (the test can fail)
-    ref_file = next(f for f in sorted((clean / "singlecoil_train").glob("*.h5")) if f.name not in corrupted)
+    ref_file = next(f for f in sorted((clean / "singlecoil_train").glob("*_sagittal_*.h5")) if f.name not in corrupted)
     with h5py.File(ref_file, "r+") as hf:
         hf["reconstruction_esc"][...] = 0.0
-    fit(tiny_cfg(clean, tmp_path / "run_refs", mode="distill", teacher_checkpoint=str(teacher), references=6,
-                 unlabelled=True, steps_per_epoch=4, distill=KD.DistillConfig(gradnorm_every=1)))
+    fit(tiny_cfg(clean, tmp_path / "run_refs", **target))
     c = state_of(tmp_path / "run_refs" / "last.pt")
     assert any(not torch.equal(a[k], c[k]) for k in a)
 

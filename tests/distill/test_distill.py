@@ -235,11 +235,17 @@ def test_config_validation_and_presets():
     v = KD.DistillConfig.preset("kd_vanilla")
     assert (v.output_kd, v.feature_kd, v.confidence, v.edge, v.correction, v.dynamic) == (True, True, "none", False, False, False)
     names = list(KD.ABLATION_ROWS)
-    assert names == ["kd_vanilla", "kd_output", "kd_uncertainty", "kd_dynamic", "full"]
-    # cumulative: each row switches on exactly its declared piece
-    for prev, nxt in zip(names, names[1:]):
-        diff = {k for k in KD.ABLATION_ROWS[nxt] if KD.ABLATION_ROWS[nxt][k] != KD.ABLATION_ROWS[prev][k]}
-        assert diff == set(KD.ABLATION_PIECES[nxt]), nxt
+    assert names == ["kd_vanilla", "kd_output", "kd_tta", "kd_uncertainty", "kd_dynamic", "full"]
+    # each row switches on exactly its declared piece on top of its base (an earlier row)
+    assert set(KD.ABLATION_BASE) == set(names[1:]) == set(KD.ABLATION_PIECES)
+    for row, base in KD.ABLATION_BASE.items():
+        assert names.index(base) < names.index(row)
+        a, b = KD.DistillConfig.preset(row).to_dict(), KD.DistillConfig.preset(base).to_dict()
+        assert {k for k in a if a[k] != b[k]} == set(KD.ABLATION_PIECES[row]), row
+    # every row pins the fields whose defaults are the full method's, so changing a default cannot
+    # silently change an earlier row (the ablation reuses finished runs with the same settings)
+    for row in names[:-1]:
+        assert {"confidence", "dynamic", "balance", "teacher_lr", "t_anchor", "t_rehearsal"} <= set(KD.ABLATION_ROWS[row])
     full = KD.DistillConfig.preset("full")
     assert full.to_dict() == {**KD.DistillConfig().to_dict()}
     assert KD.DistillConfig.from_dict(full.to_dict()) == full

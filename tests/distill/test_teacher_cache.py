@@ -103,7 +103,7 @@ def test_distillation_trains_the_same_with_and_without_the_memo(demo_dir, tmp_pa
     tdir = tmp_path / "teacher"
     from kdmri_lib.engine.train import fit
 
-    fit(tiny_cfg(demo_dir, tdir, mode="teacher"))
+    fit(tiny_cfg(demo_dir, tdir, mode="teacher", train_files=["*_axial_*"]))   # full: rehearses these
     kw = dict(mode="distill", teacher_checkpoint=str(tdir / "last.pt"), steps_per_epoch=4,
               distill=KD.DistillConfig.preset(row, t_every=2, relabel_every=1), references=4, unlabelled=True,
               train_files=["*_sagittal_*"], val_files=["*_sagittal_*"])
@@ -112,3 +112,4 @@ def test_distillation_trains_the_same_with_and_without_the_memo(demo_dir, tmp_pa
     for k, v in state_of(tmp_path / "memo" / "last.pt").items():
         torch.testing.assert_close(v, state_of(tmp_path / "plain" / "last.pt")[k], rtol=1e-4, atol=1e-5)
     assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=1e-4)
+    assert (a.config.rehearsal_files == ["*_axial_*"]) == (row == "full")

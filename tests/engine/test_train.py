@@ -386,5 +386,14 @@ def test_field_roles_define_resume_and_the_ablations_reuse():
         other = dict(base, **{k: "changed"})
         assert RC.same_computation(base, other), k
     for k in names:
-        if k not in RC.OPERATIONAL:
+        if k not in RC.OPERATIONAL and k != "distill":
             assert not RC.same_computation(base, dict(base, **{k: "changed"})), k
+    # the distillation settings count in distill mode only (a model trained alone ignores them), and a
+    # stored configuration that predates a distillation field counts it at its old value
+    other = dict(base, distill=dict(base["distill"], w_kd=2.0))
+    assert RC.same_computation(base, other)
+    dist = dict(base, mode="distill")
+    assert not RC.same_computation(dist, dict(other, mode="distill"))
+    old = dict(dist, distill={k: v for k, v in dist["distill"].items() if k != "t_rehearsal"})
+    assert RC.same_computation(old, dict(dist, distill=dict(dist["distill"], t_rehearsal=0.0)))
+    assert not RC.same_computation(old, dist)                    # today's default (1.0) is not what it ran
