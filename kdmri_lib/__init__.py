@@ -48,11 +48,11 @@ MODULES: dict[str, str] = {
     "models": "models", "checkpoint": "models.checkpoint", "pretrained": "pretrained",
     "distill": "distill", "losses": "distill.losses", "teacher_cache": "distill.teacher_cache",
     **{m: f"engine.{m}" for m in ("run_config", "schedule", "run_log", "train_state", "trainer", "train",
-                                   "reconstruct")},
+                                   "reconstruct", "rehearsal")},
     **{m: f"experiments.{m}" for m in ("ablation", "ablation_report", "ablation_workers", "benchmark", "pilots",
                                         "results")},
     **{m: f"teaching.{m}" for m in ("viz", "widgets", "lessons", "check", "released", "notebook",
-                                     "notebook_runner")},
+                                     "notebook_runner", "colab")},
     **{p: p for p in ("core", "mri", "datasets", "engine", "experiments", "teaching", "cli", "data_cli")},
 }
 
