@@ -50,8 +50,14 @@ import numpy as np
 
 from kdmri_lib.core.atomic import PARTIAL_DIR, ensure_dir, read_manifest, write_json
 from kdmri_lib.core.errors import ConfigError, DataError, check_float, check_int
-from kdmri_lib.datasets.demo_natural import NATURAL_SET5, NATURAL_TRAIN, centre_crop_multiple, natural_image
-from kdmri_lib.datasets.demo_natural import save_png, to_luma
+from kdmri_lib.datasets.demo_natural import (
+    NATURAL_SET5,
+    NATURAL_TRAIN,
+    centre_crop_multiple,
+    natural_image,
+    save_png,
+    to_luma,
+)
 from kdmri_lib.mri.fastmri_format import write_volume
 from kdmri_lib.mri.kspace_sim import foreground_mean, noise_sigma, simulate_volume
 

@@ -83,6 +83,7 @@ from kdmri_lib.distill.config import (
     KD_ON,
     PAPER_METHOD,
     PREDATED,
+    RELEASED_RECIPE,
     STUDENT_TERMS,
     T_PARAMS,
     DistillConfig,
@@ -91,10 +92,10 @@ from kdmri_lib.distill.state import DistillState, LossBreakdown
 from kdmri_lib.distill.teacher_cache import TeacherCache, teacher_tta
 from kdmri_lib.models.adapters import Adapters
 
-__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_BASE", "ABLATION_PIECES", "PREDATED",
-           "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP", "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON",
-           "T_PARAMS", "STUDENT_TERMS", "Adapters", "gradient_norms", "teacher_tta", "unwrap", "student_terms",
-           "teacher_terms"]
+__all__ = ["DistillConfig", "DistillState", "LossBreakdown", "distill_losses", "ABLATION_ROWS", "ABLATION_BASE",
+           "ABLATION_PIECES", "PREDATED", "RELEASED_RECIPE", "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP",
+           "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON", "T_PARAMS", "STUDENT_TERMS", "Adapters",
+           "gradient_norms", "gradient_angle", "teacher_tta", "unwrap", "student_terms", "teacher_terms"]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -402,6 +403,26 @@ def gradient_norms(breakdown: LossBreakdown, module: nn.Module) -> dict[str, flo
             continue
         out[k] = _grad_norm(w * t, params)
     return out
+
+
+def gradient_angle(breakdown: LossBreakdown, module: nn.Module, a: str = "kd", b: str = "rec") -> Optional[float]:
+    """Angle in degrees between the gradients (w.r.t. ``module``'s parameters) of the weighted
+    student terms ``a`` and ``b`` — 0: they pull the weights the same way, 90: independently, 180:
+    against each other; None when either term has no gradient (weight 0, switched off)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    vecs = []
+    for k in (a, b):
+        t, w = breakdown.terms.get(k), breakdown.weights.get(k, 0.0)
+        if t is None or w == 0 or not t.requires_grad:
+            return None
+        grads = torch.autograd.grad(w * t, params, retain_graph=True, allow_unused=True)
+        vecs.append(torch.cat([(g if g is not None else torch.zeros_like(p)).float().reshape(-1)
+                               for g, p in zip(grads, params)]))
+    na, nb = float(vecs[0].norm()), float(vecs[1].norm())
+    if na == 0 or nb == 0:
+        return None
+    cos = float(vecs[0] @ vecs[1]) / (na * nb)
+    return float(torch.rad2deg(torch.arccos(torch.tensor(max(-1.0, min(1.0, cos))))))
 
 
 def _grad_norm(t: torch.Tensor, params) -> float:

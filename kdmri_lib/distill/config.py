@@ -13,8 +13,9 @@ from typing import Any, Mapping, Optional
 
 from kdmri_lib.core.errors import ConfigError, check_choice, check_float, check_int
 
-__all__ = ["DistillConfig", "ABLATION_ROWS", "ABLATION_BASE", "ABLATION_PIECES", "PREDATED", "CANDIDATE_ROWS", "PAPER_METHOD", "FIELD_HELP",
-           "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES", "KD_ON", "T_PARAMS", "STUDENT_TERMS"]
+__all__ = ["DistillConfig", "ABLATION_ROWS", "ABLATION_BASE", "ABLATION_PIECES", "PREDATED", "CANDIDATE_ROWS",
+           "PAPER_METHOD", "RELEASED_RECIPE", "FIELD_HELP", "FIELD_CHOICES", "CONFIDENCE_MODES", "BALANCE_MODES",
+           "KD_ON", "T_PARAMS", "STUDENT_TERMS"]
 
 CONFIDENCE_MODES = ("none", "hard", "soft", "uncertainty")
 BALANCE_MODES = ("none", "magnitude", "gradnorm")
@@ -268,6 +269,11 @@ CANDIDATE_ROWS: dict[str, dict] = {
     "full_anchored": {**_DYNAMIC, "correction": True, "t_anchor": 1.0, "t_params": "head", "t_every": 4,
                       "relabel_every": 50},
 }
+#: what the released training script computes, as switches (notebook 04 runs it literally,
+#: :mod:`kdmri_lib.teaching.released`): a frozen teacher whose only distillation term is the
+#: one-channel KL divergence (always 0, logged as ``kl``) and an edge loss on detached Canny maps
+#: (no gradient) — so the student learns from the ground truth alone
+RELEASED_RECIPE = {**_VANILLA, "output_kd": False, "feature_kd": False, "attention_kd": False, "balance": "none"}
 #: the paper's pieces as it states them (edge loss, GT-based confidence, correction, dynamic
 #: weighting without a floor), for comparison with the rows above
 PAPER_METHOD = {**_VANILLA, "edge": True, "confidence": "soft", "correction": True, "dynamic": True}

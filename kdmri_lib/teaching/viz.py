@@ -283,6 +283,22 @@ def step_curves(steps, keys: Optional[Sequence[str]] = None, smooth: int = 20, t
     return fig
 
 
+def plot_psf(psfs: Mapping[str, object], size: float = 3.2):
+    """Point-spread functions (:func:`kdmri_lib.mri.masks.point_spread`), one panel each, offset
+    from the centre on the x axis, peak 1."""
+    fig, axes = _figure(1, len(psfs), size)
+    for ax, (name, psf) in zip(axes[0], psfs.items()):
+        p = _np(psf).reshape(-1)
+        ax.plot(np.arange(len(p)) - len(p) // 2, p, lw=0.9)
+        ax.set_ylim(0, 1.05)
+        ax.set_xticks([-(len(p) // 2), 0, len(p) // 2])
+        ax.set_yticks([0, 0.5, 1])
+        ax.set_xlabel("offset (pixels, phase-encode direction)", fontsize=8)
+        ax.set_title(f"PSF: {name}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def metric_boxplot(values: Mapping[str, Sequence[float]], metric: str = "PSNR", title: Optional[str] = None):
     """Box plots of a per-slice metric for several methods (one box per method)."""
     from matplotlib.figure import Figure

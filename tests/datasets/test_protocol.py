@@ -24,7 +24,7 @@ from kdmri_lib.core.errors import ConfigError, DataError
 from kdmri_lib.datasets import protocol as P
 from kdmri_lib.datasets.data import MRISliceDataset, batch_operator, build_dataset
 from kdmri_lib.distill import losses as L
-from kdmri_lib.engine.train import TrainConfig, fit
+from kdmri_lib.engine.train import fit
 
 # --------------------------------------------------------------------------------------------
 # the split

@@ -28,11 +28,11 @@ from PIL import Image
 from kdmri_lib.core.errors import DataError
 from kdmri_lib.datasets.data import MRISliceDataset, NaturalImageDataset, batch_operator, build_dataset
 from kdmri_lib.datasets.demo_natural import to_luma
-from kdmri_lib.mri.kspace_sim import simulate_volume
 from kdmri_lib.datasets.real_data import _common, brain_tumor, fastmri_knee, natural
 from kdmri_lib.datasets.real_data import http_download as dl
 from kdmri_lib.mri import physics
 from kdmri_lib.mri.fastmri_format import ismrmrd_header, write_volume
+from kdmri_lib.mri.kspace_sim import simulate_volume
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "data_scripts"

@@ -352,12 +352,23 @@ def test_01_mask_explorer_in_jupyterlab(lab, driver, tmp_path):
     shots("mask_type_changed", box)
     kernel_mask = float(_run_last_cell(driver))
 
+    # equal budget: exactly W/R lines, the scan-time readout follows; the noise slider
+    budget = box.find_element(By.CSS_SELECTOR, ".widget-checkbox input[type=checkbox]")
+    lat_budget = _interact(driver, box, budget.click, "the equal-budget switch")
+    assert "equal budget" in lat_budget["metrics_after"] and "scan time" in lat_budget["metrics_after"], lat_budget
+    shots("equal_budget", box)
+    noise = _slider(box, label="noise")
+    lat_noise = _interact(driver, box, lambda: _drag_slider(driver, noise, 10, 51), "the noise slider")
+    assert "noise" in lat_noise["metrics_after"] and _readout(noise) != "0.00", lat_noise
+    shots("noise", box)
+
     # the task toggle: sr greys out the cs controls
     sr = [b for b in box.find_elements(By.CSS_SELECTOR, ".widget-toggle-buttons button") if b.text.startswith("sr")]
     assert sr, "no 'sr' button in the task toggle"
     lat_task = _interact(driver, box, sr[0].click, "the task toggle (sr)")
     assert lat_task["metrics_after"].startswith("sr x"), lat_task
     _wait(lambda: not select.is_enabled(), T_UPDATE, "the mask type to be greyed out for sr")
+    _wait(lambda: not budget.is_enabled(), T_UPDATE, "the equal-budget switch to be greyed out for sr")
     shots("task_sr", box)
     kernel_task = float(_run_last_cell(driver))
 
@@ -367,6 +378,7 @@ def test_01_mask_explorer_in_jupyterlab(lab, driver, tmp_path):
         "mask_type_dropdown": {**lat_mask, "kernel_update_ms": round(kernel_mask * 1000, 1),
                                "value": f"{current} -> {target}"},
         "task_toggle": {**lat_task, "kernel_update_ms": round(kernel_task * 1000, 1), "value": "cs -> sr"},
+        "equal_budget_switch": lat_budget, "noise_slider": lat_noise,
         **times,
     })
     for f in shots.files:
@@ -399,5 +411,20 @@ def test_04_loss_explorer_in_jupyterlab(lab, driver, tmp_path):
     shots("switch_toggled", box)
     kernel = float(_kernel_print(driver, _KERNEL_TIME))
 
+    # the recipe selector: the released code's recipe has no distillation term left (KL = 0)
+    from selenium.webdriver.support.ui import Select
+
+    recipe = _control(box, ".widget-dropdown", label="recipe").find_element(By.CSS_SELECTOR, "select")
+    lat_recipe = _interact(driver, box, lambda: Select(recipe).select_by_visible_text("released code"), "the recipe")
+    assert "released KL term 0.0" in lat_recipe["metrics_after"] and "angle" not in lat_recipe["metrics_after"]
+    shots("released_recipe", box)
+    # take one step: the student's PSNR change is reported, the frozen teacher's is not
+    box.find_element(By.CSS_SELECTOR, "button.kdmri-step").click()
+    result = _wait(lambda: (lambda t: t if "one step" in t else None)(
+        box.find_element(By.CSS_SELECTOR, ".kdmri-step-result").text), T_UPDATE, "the one-step result")
+    assert "teacher unchanged" in result and "student" in result, result
+    shots("one_step", box)
+
     _record_latency("04_loss_explorer", {"first_slider": lat_slider, "first_switch": {**lat_toggle, "label": label},
+                                         "recipe": lat_recipe,
                                          "kernel_last_update_ms": round(kernel * 1000, 1), **times})

@@ -33,16 +33,17 @@ def test_layout_fixes(explorer):
     # ToggleButtons: description on the buttons' line; no description cut at the default width
     assert "widget-inline-hbox" in explorer.task._dom_classes
     for c in (explorer.task, explorer.mask_type, explorer.acceleration, explorer.center_fraction, explorer.seed,
-              explorer.scale):
+              explorer.scale, explorer.noise):
         assert c.style.description_width, c.description
     # the figure at its natural size (not stretched by the VBox), never wider than the output
     assert explorer.image.layout.align_self == "flex-start" and explorer.image.layout.max_width == "100%"
     rows = [c for c in explorer.box.children if isinstance(c, w.HBox)]
-    assert sum(len(r.children) for r in rows) == 6
+    assert sum(len(r.children) for r in rows) == 8            # six acquisition controls, equal budget, noise
 
 
 def test_controls_that_do_not_apply_are_greyed_out(explorer):
-    cs_controls = (explorer.mask_type, explorer.acceleration, explorer.center_fraction, explorer.seed)
+    cs_controls = (explorer.mask_type, explorer.acceleration, explorer.center_fraction, explorer.seed,
+                   explorer.equal_budget)
     try:
         explorer.task.value = "sr"
         assert all(c.disabled for c in cs_controls) and not explorer.scale.disabled
@@ -71,3 +72,21 @@ def test_acquisition_view_same_result_on_one_thread():
     ref = widgets._acquisition_view(image, "cs", 4, 4, "equispaced", 0.08, 0, None)
     assert v["metrics"] == pytest.approx(ref["metrics"])
     assert (v["sampling"] == ref["sampling"]).all()
+
+
+def test_equal_budget_noise_and_scan_time(explorer):
+    W = explorer.view["columns"]
+    try:
+        explorer.equal_budget.value = True
+        v = explorer.view
+        assert v["lines"] == round(W / explorer.acceleration.value)
+        assert f"scan time: {v['lines']} of {W} lines" in explorer.metrics_html.value
+        assert "equal budget" in explorer.metrics_html.value
+        clean = v["metrics"]["PSNR"]
+        explorer.noise.value = 0.3
+        assert explorer.view["metrics"]["PSNR"] < clean and "noise 0.30" in explorer.metrics_html.value
+        assert explorer.view["lines"] == v["lines"]                        # noise costs no scan time
+    finally:
+        explorer.noise.value = 0.0
+        explorer.equal_budget.value = False
+    assert explorer.view["psf"].shape == (W,) and float(explorer.view["psf"].max()) == pytest.approx(1.0)
