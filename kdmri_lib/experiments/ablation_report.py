@@ -44,8 +44,9 @@ def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 100
 
 def comparisons(rows: Sequence[dict]) -> list[dict]:
     """Paired differences (scored set, and held-out where present) of ``full`` against ``student``,
-    ``kd_vanilla`` and ``kd_tta`` (its frozen-teacher twin: the correction's effect on the student), of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first
-    row without adapters) against ``student``, of the teacher against the student and of the
+    ``kd_vanilla`` and ``kd_tta`` (its frozen-teacher twin: the correction's effect on the student),
+    of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first row without adapters)
+    against ``student``, of the teacher against the student and of the
     corrected teacher against the teacher. Each: ``{"a", "b", "set", "mean", "lo", "hi", "slices",
     "excludes_zero"}``."""
     by = {r["name"]: r for r in rows}
@@ -165,7 +166,8 @@ def to_markdown(result: dict) -> str:
              "* student alone and U-Net: the references only; distillation rows: the references + the pool "
              "(interleaved 1:1, batches twice as large, so that every row sees the references equally often), the "
              "teacher's label on the pool; `student_matched`: the student alone with the distillation rows' batch "
-             "(their student compute);",
+             "(their student compute); `full`'s teacher is corrected on the references while it rehearses its own "
+             "source-domain slices;",
              f"* every learned row: {s['epochs']} epochs x {s['steps_per_epoch']} steps, seeds "
              f"{', '.join(map(str, s['seeds']))}, each model kind's recipe (`kdmri_lib.engine.train.RECIPES`), "
              f"task `{s['task']}` x{s['factor']}, preset `{s['preset']}`;",
