@@ -77,6 +77,35 @@ def test_notebook_runs_and_writes_its_files(name, chain, demo_dir):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
 
 
+def _stdout(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", [])
+                     if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+def test_stated_winners_are_the_measured_ones(chain):
+    """The claim check: in the chained run's executed notebooks, every "X is best" names the row with
+    the highest measured PSNR (05's results.json), and 01's equal-budget sentence matches its numbers."""
+    import re
+
+    out05, out01 = chain["out"] / "05_evaluation.ipynb", chain["out"] / "01_kspace_basics.ipynb"
+    if not (out05.exists() and out01.exists() and (chain["run"] / "results.json").exists()):
+        pytest.skip("needs the chained notebook run of this module")
+    rows = json.loads((chain["run"] / "results.json").read_text())["rows"]
+    best = max(rows, key=lambda r: r["PSNR"])
+    text = _stdout(out05)
+    claims = re.findall(r"On the demo validation slices, (.+?) is best \((\d+\.\d+) dB PSNR\)", text)
+    assert claims, "05 states no winner"
+    from kdmri_lib.experiments.results import BASELINE_NAMES
+
+    assert claims[0] == (BASELINE_NAMES.get(best["method"], best["method"]), f"{best['PSNR']:.2f}")
+    m = re.search(r"the (\w+) mask's zero-filled image is ([+-]\d+\.\d+) dB against the (\w+) one "
+                  r"\((\d+\.\d+) vs (\d+\.\d+) dB", _stdout(out01))
+    assert m, "01 states no equal-budget comparison"
+    winner_psnr, other_psnr = float(m.group(4)), float(m.group(5))
+    assert winner_psnr >= other_psnr and float(m.group(2)) == pytest.approx(winner_psnr - other_psnr, abs=0.011)
+
+
 def test_distill_notebook_runs_alone(tmp_path, demo_dir):
     """papermill 04_distill.ipynb with no other notebook run first: it distils from the shipped zoo's
     teacher (nothing is trained as a teacher), and with teacher="train" it trains its own first."""
