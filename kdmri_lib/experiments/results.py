@@ -160,6 +160,24 @@ def what_it_shows(rows: Sequence[Mapping], where: str = "the held-out slices", m
     return out
 
 
+def reference_costs(task: str, factor: int, shape: Sequence[int] = (320, 320)) -> dict[str, dict]:
+    """The cost of two models this toolkit does not train for the demo, for the quality-against-cost
+    plot (they get a cost, not a PSNR): the released student's layout rebuilt
+    (:class:`~kdmri_lib.models.CHPNetLike`) and the paper-size teacher. ``{label: {"GFLOPs", "params"}}``
+    at ``shape``, counted on the ``meta`` device (nothing is allocated)."""
+    from kdmri_lib.experiments.benchmark import count_flops, count_params, model_flops, sample_measurement
+    from kdmri_lib.models import CHPNetLike, build_model
+
+    y, op = sample_measurement(task, factor, shape, 1)
+    with torch.device("meta"):
+        released = CHPNetLike(task, factor).eval()
+        teacher = build_model("teacher", "paper", task, factor)
+    return {"released student's layout (CHPNet-like)": {"GFLOPs": count_flops(released, y.to("meta"), op.to("meta")) / 1e9,
+                                                        "params": count_params(released)},
+            "paper-size teacher (Swin)": {"GFLOPs": model_flops("teacher", "paper", task, factor, shape) / 1e9,
+                                          "params": count_params(teacher)}}
+
+
 def _overrides(model) -> dict:
     return {k: v for k, v in getattr(model, "config", {}).items() if k not in ("kind", "preset", "task", "factor")}
 

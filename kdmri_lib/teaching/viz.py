@@ -316,9 +316,11 @@ def metric_boxplot(values: Mapping[str, Sequence[float]], metric: str = "PSNR", 
 
 
 def tradeoff(rows: Sequence[Mapping], x: str = "GFLOPs", y: str = "PSNR", size: str = "params",
-             title: Optional[str] = None):
+             title: Optional[str] = None, costs: Optional[Mapping[str, Mapping]] = None):
     """Quality against cost (the scatter of papers): one point per method, ``x`` on a log axis,
-    marker area proportional to ``size``; methods without cost (baselines) are drawn at the left."""
+    marker area proportional to ``size``; methods without cost (baselines) are drawn at the left.
+    ``costs``: ``{label: {x: value}}`` of models with a cost but no measured quality (not trained
+    here), drawn as labelled dashed vertical lines."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.6, 3.8))
@@ -338,6 +340,10 @@ def tradeoff(rows: Sequence[Mapping], x: str = "GFLOPs", y: str = "PSNR", size: 
         near = sum(abs(px - xv) <= 0.05 * xv and abs(py - r[y]) <= 0.04 * yrange for px, py in placed)
         placed.append((xv, r[y]))
         ax.annotate(r.get("method", ""), (xv, r[y]), textcoords="offset points", xytext=(5, 4 - 9 * near), fontsize=7)
+    for label, c in (costs or {}).items():
+        ax.axvline(c[x], ls="--", lw=0.8, color="gray")
+        ax.annotate(f"{label}\n(cost only, not trained here)", (c[x], min(ys)), textcoords="offset points",
+                    xytext=(-3, 2), fontsize=6, rotation=90, ha="right", va="bottom", color="dimgray")
     ax.set_xscale("log")
     ax.set_xlabel(x + (" (log; baselines at the left edge)" if positive and len(positive) < len(xs) else " (log)"))
     ax.set_ylabel(y + (" (dB)" if y == "PSNR" else ""))
