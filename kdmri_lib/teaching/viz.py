@@ -119,7 +119,8 @@ def compare_reconstructions(target, recons: Mapping[str, object], inset: Optiona
             if name == "target":
                 axes[r, j].axis("off")
             else:
-                axes[r, j].imshow(np.abs(img - t), cmap="inferno", vmin=0, vmax=err_vmax)
+                err_im = axes[r, j].imshow(np.abs(img - t), cmap="inferno", vmin=0, vmax=err_vmax)
+                err_row = r
                 if j == 1:
                     axes[r, j].set_ylabel("|error|", fontsize=8)
         if edges:
@@ -129,6 +130,12 @@ def compare_reconstructions(target, recons: Mapping[str, object], inset: Optiona
             if j <= 1:
                 axes[r, j].set_ylabel("edges" if j == 0 else "|edge error|", fontsize=8)
     fig.tight_layout()
+    if errors and len(cols) > 1:   # one colour scale for every error map: its bar where the target has none
+        cax = axes[err_row, 0].inset_axes([0.5, 0.05, 0.08, 0.9])
+        fig.colorbar(err_im, cax=cax)
+        cax.tick_params(labelsize=7)
+        axes[err_row, 0].text(0.42, 0.5, "|error|,\nshared\nscale", transform=axes[err_row, 0].transAxes,
+                              ha="right", va="center", fontsize=7)
     return fig
 
 
