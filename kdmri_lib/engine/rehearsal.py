@@ -76,23 +76,31 @@ def setup_rehearsal(cfg, teacher_record: Optional[Mapping[str, Any]], verbose: b
     record them) and the :class:`SourceRehearsal`, or ``(cfg, None)`` when the teacher records no
     pre-training patterns and none are given.
 
+    Under DDP it is off (with a note), or a :class:`ConfigError` when ``rehearsal_files`` were given.
+
     Raises:
-        ConfigError: under DDP; or, with a measurement-only pool, rehearsed files that are also
+        ConfigError: ``rehearsal_files`` under DDP; or, with a measurement-only pool, rehearsed files that are also
             training files of the run (their ground truth would reach the teacher).
         DataError: a pattern that matches no training file.
     """
     from kdmri_lib.datasets.data import build_dataset
     from kdmri_lib.datasets.data_files import list_h5, select_files, split_dir
 
-    if D.is_distributed():
-        raise ConfigError("distill.t_rehearsal > 0 runs on one process only (a second teacher forward before one "
-                          "backward is not supported under DDP); set t_rehearsal 0 under torchrun")
     given = cfg.rehearsal_files
     patterns = list(given or ((teacher_record or {}).get("train_config") or {}).get("train_files") or [])
     if not patterns:
         if verbose:
             print(f"[train] rehearsal off: the teacher {cfg.teacher_checkpoint} records no pre-training file patterns "
                   f"(it trained on every file); give rehearsal_files (--rehearsal-files) to rehearse", flush=True)
+        return cfg, None
+    if D.is_distributed():   # a second forward of the DDP-wrapped teacher before one backward is not supported
+        if given:
+            raise ConfigError("rehearsal_files under torchrun: rehearsal runs on one process only (DDP does not "
+                              "support a second teacher forward before one backward); drop --rehearsal-files or "
+                              "set --t-rehearsal 0")
+        if verbose:
+            print("[train] rehearsal off under torchrun (one process only); the correction uses the references",
+                  flush=True)
         return cfg, None
     names = [f.name for f in list_h5(split_dir(cfg.data_dir, "train"))]
     source = select_files(names, patterns, "rehearsal_files" if given else "the teacher's pre-training files")
