@@ -264,7 +264,7 @@ def resolve_data_dir(data_dir: Path, build_data: bool = True, quiet: bool = True
     return data_dir, f" (demo data {what} in {report.seconds:.0f} s)"
 
 
-def enable_inline_figures(dpi: int = 80) -> None:
+def enable_inline_figures(dpi: int = 100) -> None:
     """Let a bare ``matplotlib.figure.Figure`` (what ``kd.viz`` returns) display as PNG in IPython."""
     try:
         from IPython import get_ipython

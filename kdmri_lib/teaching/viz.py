@@ -257,28 +257,31 @@ def attention_overlay(image, maps: Mapping[str, object], queries: Sequence[Seque
 
 
 def step_curves(steps, keys: Optional[Sequence[str]] = None, smooth: int = 20, title: Optional[str] = None):
-    """Per-step training logs (a ``steps.csv`` path or a list of dicts): every loss term (left) and
-    every weight whose name starts with ``w_`` or equals ``dynamic`` (right), smoothed by a running
-    mean over ``smooth`` steps."""
+    """Per-step training logs (a ``steps.csv`` path or a list of dicts) on the run's global step
+    axis: the loss terms (left: the student's ``loss`` and its terms that carry a weight, the
+    teacher's ``t_*`` terms; ``keys`` chooses others) smoothed by a running mean over ``smooth`` steps, and every weight
+    whose name starts with ``w_`` or equals ``dynamic`` (right)."""
     import pandas as pd
     from matplotlib.figure import Figure
 
     df = pd.read_csv(steps) if isinstance(steps, (str, os.PathLike)) else pd.DataFrame(list(steps))
-    x = df["step"] if "step" in df else np.arange(len(df))
-    numeric = [c for c in df.columns if c not in ("step", "epoch") and pd.api.types.is_numeric_dtype(df[c])]
-    weights = [c for c in numeric if c.startswith("w_") or c in ("dynamic", "gamma", "confidence_mean")]
-    losses = [c for c in (keys or numeric) if c not in weights and c != "lr" and df[c].abs().sum() > 0]
+    x = df["global_step"] if "global_step" in df else (df["step"] if "step" in df else np.arange(len(df)))
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+    weights = [c for c in numeric if c.startswith("w_") or c in ("dynamic", "gamma")]
+    terms = ("loss", "rec", "edge", "kd", "feat", "att", "t_loss", "t_rec", "t_edge", "t_feedback", "t_rehearsal")
+    off = {c for c in terms if f"w_{c}" in df and not df[f"w_{c}"].abs().sum()}   # logged, but weight 0 throughout
+    losses = [c for c in (keys or terms) if c in numeric and c not in weights and c not in off and df[c].abs().sum() > 0]
     fig = Figure(figsize=(10, 3.2))
     ax1, ax2 = fig.subplots(1, 2)
     for c in losses:
         ax1.plot(x, df[c].rolling(smooth, min_periods=1).mean(), label=c, lw=1)
     ax1.set_yscale("log")
-    ax1.set_xlabel("step")
+    ax1.set_xlabel("global step")
     ax1.set_title("loss terms (running mean)", fontsize=9)
     ax1.legend(fontsize=7, ncol=2)
     for c in weights:
         ax2.plot(x, df[c], label=c, lw=1)
-    ax2.set_xlabel("step")
+    ax2.set_xlabel("global step")
     ax2.set_title("weights", fontsize=9)
     if weights:
         ax2.legend(fontsize=7)
