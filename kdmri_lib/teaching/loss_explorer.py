@@ -217,8 +217,8 @@ class LossExplorer(_Explorer):
             self.students = {"this notebook's student": student, **self.students}
         self.base_cfg, self.dpi, self._replace = cfg, dpi, dataclasses.replace
         self._quiet = False
-        style = {"description_width": "110px"}
-        lay = w.Layout(width="300px")
+        style = {"description_width": "125px"}
+        lay = w.Layout(width="330px")
 
         def slider(name, desc, maximum=2.0):
             return w.FloatSlider(value=float(getattr(cfg, name)), min=0.0, max=maximum, step=0.05, description=desc,
