@@ -24,12 +24,12 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
     Returns:
         dict with ``terms`` (name -> value), ``weights`` (name -> effective weight), ``total``,
         ``teacher_total`` (or None), ``grad_norm_student``, ``grad_norm_teacher``, and ``maps``:
-        ``student``, ``teacher``, ``target``, ``confidence`` and ``grad`` (``|dL/dS|``), each
+        ``student``, ``teacher``, ``target``, ``confidence`` and ``grad`` (``dL/dS``, signed), each
         ``(H, W)`` of the first sample; ``term_grad_norms`` (each weighted student term's gradient
         norm w.r.t. the student, :func:`kdmri_lib.distill.gradient_norms`), ``angle_kd_rec`` (degrees
         between the output distillation's and the ground-truth term's gradients w.r.t. the student,
         :func:`kdmri_lib.distill.gradient_angle`; None when either is off) and ``grad_pool``
-        (``|dL/dS|`` of the first measurement-only sample of a protocol batch, or None).
+        (``dL/dS`` of the first measurement-only sample of a protocol batch, or None).
     """
     from kdmri_lib.core.resources import catch_oom
     from kdmri_lib.distill import distill_losses, gradient_angle, gradient_norms
@@ -82,7 +82,7 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
         return {
             "term_grad_norms": term_norms,
             "angle_kd_rec": angle,
-            "grad_pool": g_img.detach()[pool[0], 0].float().cpu().abs() if pool else None,
+            "grad_pool": g_img.detach()[pool[0], 0].float().cpu() if pool else None,
             "terms": {k: float(v.detach()) for k, v in out.terms.items()},
             "weights": dict(out.weights),
             "total": float(out.total.detach()),
@@ -91,7 +91,7 @@ def loss_view(student, teacher, adapters, batch: dict, op, cfg) -> dict:
             "grad_norm_teacher": gn_t,
             "maps": {"student": first(out.maps["student"]), "teacher": first(out.maps["teacher"]),
                      "target": first(batch["target"]), "confidence": first(out.maps["confidence"]),
-                     "grad": first(g_img).abs()},
+                     "grad": first(g_img)},
         }
 
 
@@ -155,8 +155,11 @@ def one_step(student, teacher, adapters, batch: dict, op, cfg, lr: float = 1e-3)
 
 
 def loss_figure(view: dict, size: float = 2.3):
-    """Five panels: target, student, teacher, confidence weights (where the teacher teaches), |dL/dS|
-    (a sixth, |dL/dS| of a measurement-only slice, for a protocol batch)."""
+    """Five panels: target, student, teacher, confidence weights (where the teacher teaches) and the
+    gradient ``dL/dS`` that reaches the student's output (signed: red where the loss pushes the
+    student down, blue where up); a sixth, ``dL/dS`` of a measurement-only slice, for a protocol batch.
+    The gradient panels share one colour scale, so their sizes compare (under L1 terms a gradient is
+    a constant magnitude with a sign: the pattern of signs is the picture)."""
     pool = view.get("grad_pool") is not None
     fig, axes = _figure(1, 6 if pool else 5, size)
     m = view["maps"]
@@ -166,13 +169,12 @@ def loss_figure(view: dict, size: float = 2.3):
         ax.set_title(title, fontsize=9)
     axes[0, 3].imshow(m["confidence"].numpy(), cmap="viridis", vmin=0, vmax=1)
     axes[0, 3].set_title(f"confidence w (mean {float(m['confidence'].mean()):.2f})", fontsize=9)
-    g = m["grad"].numpy()
-    axes[0, 4].imshow(g, cmap="magma", vmin=0, vmax=float(np.percentile(g, 99.5)) or None)
-    axes[0, 4].set_title("|dL/dS| (student's gradient)", fontsize=9)
-    if pool:
-        gp = view["grad_pool"].numpy()
-        axes[0, 5].imshow(gp, cmap="magma", vmin=0, vmax=float(np.percentile(gp, 99.5)) or None)
-        axes[0, 5].set_title("|dL/dS|, a slice without truth", fontsize=9)
+    grads = [m["grad"].numpy()] + ([view["grad_pool"].numpy()] if pool else [])
+    g_max = max(float(np.percentile(np.abs(g), 99.5)) for g in grads) or 1e-12
+    titles = ["dL/dS, a reference slice", "dL/dS, a slice without truth"] if pool else ["dL/dS (student's gradient)"]
+    for k, (g, title) in enumerate(zip(grads, titles)):
+        axes[0, 4 + k].imshow(g, cmap="RdBu_r", vmin=-g_max, vmax=g_max)
+        axes[0, 4 + k].set_title(f"{title}\n(one scale: +-{g_max:.1e})", fontsize=8)
     fig.tight_layout()
     return fig
 

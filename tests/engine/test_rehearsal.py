@@ -85,10 +85,11 @@ def test_a_rehearsing_correction_trains_changes_the_teacher_and_resumes_exactly(
     common = dict(mode="distill", teacher_checkpoint=str(teacher), train_files=["*_sagittal_*"], references=6,
                   unlabelled=True, epochs=2, steps_per_epoch=4)
     dcfg = dict(correction=True, t_params="head", t_every=1, teacher_lr=1e-3, t_anchor=0.0)
-    plain = fit(tiny_cfg(demo_dir, tmp_path / "plain", distill=KD.DistillConfig(**dcfg), **common))
+    plain = fit(tiny_cfg(demo_dir, tmp_path / "plain", distill=KD.DistillConfig(**dcfg, t_rehearsal=0.0), **common))
     reh = fit(tiny_cfg(demo_dir, tmp_path / "reh", distill=KD.DistillConfig(**dcfg, t_rehearsal=1.0), **common))
     assert reh.config.rehearsal_files == SOURCE                                # from the teacher's record
     ta, tb = plain.teacher.state_dict(), reh.teacher.state_dict()
+    assert plain.config.rehearsal_files is None
     assert any(not torch.equal(ta[k], tb[k]) for k in ta)          # rehearsal changed the correction
     rows = list(csv.DictReader(open(tmp_path / "reh" / "steps.csv")))
     assert len(rows) == 8 and all(float(r["t_rehearsal"]) > 0 for r in rows)

@@ -415,8 +415,12 @@ def test_04_loss_explorer_in_jupyterlab(lab, driver, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     recipe = _control(box, ".widget-dropdown", label="recipe").find_element(By.CSS_SELECTOR, "select")
-    lat_recipe = _interact(driver, box, lambda: Select(recipe).select_by_visible_text("released code"), "the recipe")
-    assert "released KL term 0.0" in lat_recipe["metrics_after"] and "angle" not in lat_recipe["metrics_after"]
+    lat_recipe = _interact(driver, box, lambda: Select(recipe).select_by_visible_text("kd_vanilla"), "the recipe")
+    assert "angle(KD, truth)" in lat_recipe["metrics_after"] and "teacher frozen" in lat_recipe["metrics_after"]
+    Select(recipe).select_by_visible_text("released code")
+    released = _wait(lambda: (lambda t: t if "angle" not in t else None)(
+        box.find_element(By.CSS_SELECTOR, ".kdmri-metrics").text), T_UPDATE, "the released code's recipe")
+    assert "released KL term 0.0" in released and "teacher frozen" in released, released
     shots("released_recipe", box)
     # take one step: the student's PSNR change is reported, the frozen teacher's is not
     box.find_element(By.CSS_SELECTOR, "button.kdmri-step").click()
