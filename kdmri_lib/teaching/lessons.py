@@ -7,6 +7,8 @@
 * :func:`checkerboard_score` — how strongly an up-sampled image depends on the sub-pixel phase.
 * :func:`data_consistency_steps` — gradient steps on ``0.5 ||A x - y||^2`` alone: the data term
   pulls the estimate towards the measurement, but cannot fill in what was not measured.
+* :func:`classic_kd`, :func:`temperature_sweep` — classic distillation of class logits with a
+  temperature (its premise: several classes), against the same term on one channel (always 0).
 """
 
 from __future__ import annotations
@@ -117,3 +119,31 @@ def gradient(loss: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
     """``d loss / d wrt`` (zeros where ``loss`` does not depend on ``wrt``); the graph is kept."""
     (g,) = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
     return torch.zeros_like(wrt) if g is None else g
+
+
+def classic_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """Hinton et al.'s distillation term for classifiers: ``tau^2 KL(softmax(t / tau) || softmax(s / tau))``
+    over the class axis (dim 1), batch mean. The temperature ``tau`` softens the teacher's
+    probabilities so that the small ones — which wrong classes it finds plausible — carry signal."""
+    log_p = torch.log_softmax(student_logits / tau, dim=1)
+    q = torch.softmax(teacher_logits / tau, dim=1)
+    return torch.nn.functional.kl_div(log_p, q, reduction="batchmean") * tau ** 2
+
+
+def temperature_sweep(student_logits: torch.Tensor, teacher_logits: torch.Tensor, taus=(1.0, 2.0, 4.0, 8.0)) -> list:
+    """For each temperature: the entropy of the teacher's soft targets (nats), the classic KD term
+    and the norm of its gradient w.r.t. the student's logits — on the given class logits ``(B, C)``
+    and on a one-channel "image" of the same numbers (``(B * C, 1)``: one channel per pixel, as the
+    released code applies it), where the softmax is 1 whatever the logit, so the term and its
+    gradient are 0 at every temperature. Returns one dict per ``tau``."""
+    rows = []
+    for tau in taus:
+        s = student_logits.detach().clone().requires_grad_(True)
+        q = torch.softmax(teacher_logits / tau, dim=1)
+        kl = classic_kd(s, teacher_logits, tau)
+        s1 = student_logits.detach().reshape(-1, 1).clone().requires_grad_(True)
+        kl1 = classic_kd(s1, teacher_logits.reshape(-1, 1), tau)
+        rows.append({"tau": float(tau), "soft-target entropy": float(-(q * q.clamp_min(1e-12).log()).sum(1).mean()),
+                     "KD (classes)": float(kl.detach()), "|grad| (classes)": float(gradient(kl, s).norm()),
+                     "KD (one channel)": float(kl1.detach()), "|grad| (one channel)": float(gradient(kl1, s1).norm())})
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kdmri_lib.models import build_model
@@ -38,3 +39,16 @@ def test_student_iterates_end_at_the_output():
     its = m.iterates(y, op)
     assert len(its) == m.iterations + 1
     assert torch.allclose(its[-1], m(y, op), atol=1e-6)
+
+
+def test_classic_kd_needs_classes_and_a_temperature_the_one_channel_term_is_zero():
+    t = torch.tensor([[6.0, 2.0, 1.0, -1.0]])
+    s = torch.tensor([[2.0, 3.0, 0.0, 0.0]])
+    rows = lessons.temperature_sweep(s, t, taus=(1.0, 4.0, 16.0))
+    ent = [r["soft-target entropy"] for r in rows]
+    assert ent[0] < ent[1] < ent[2] <= float(torch.log(torch.tensor(4.0))) + 1e-6   # softer with tau
+    assert all(r["KD (classes)"] > 0 and r["|grad| (classes)"] > 0 for r in rows)
+    assert all(r["KD (one channel)"] == 0.0 and r["|grad| (one channel)"] == 0.0 for r in rows)
+    # the classic term is Hinton's: tau^2 KL(q || p), checked by hand at tau = 4
+    q, p = torch.softmax(t / 4, 1), torch.softmax(s / 4, 1)
+    assert rows[1]["KD (classes)"] == pytest.approx(float(16 * (q * (q.log() - p.log())).sum()), rel=1e-5)
