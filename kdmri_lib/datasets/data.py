@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -136,6 +136,8 @@ class SliceTransform:
 
     def __call__(self, kspace, mask, target, attrs, fname, slice_num) -> dict:
         recon = attrs.get("recon_size") if self.crop_to_recon else None
+        if mask is not None:   # the file stores an under-sampled acquisition (fastMRI's test split)
+            return self.make_measured_sample(kspace, mask, attrs, fname, slice_num, recon)
         image, tgt = slice_image(kspace, target, recon, f"{fname}: k-space slice {slice_num}")
         vol_max = float(attrs.get("max", tgt.max()))
         if self.raw_kspace and self.task == "cs" and tuple(image.shape) != np.shape(kspace):
@@ -170,6 +172,57 @@ class SliceTransform:
             "fname": str(fname),
             "slice_num": int(slice_num),
             "mask": op.mask.reshape(1, 1, -1).clone(),
+        }
+
+    def make_measured_sample(self, kspace, mask, attrs, fname: str, slice_num: int, recon=None) -> dict:
+        """``cs`` on a file that stores an under-sampled acquisition: its k-space and its ``mask``
+        (fastMRI's test split: ``kspace`` already zero in the columns not measured, ``mask`` over the
+        k-space columns, ``attrs["acceleration"]``). The sample is the measurement as acquired (the
+        stored mask, not a new one: masking it again would measure a subset of a subset); the file
+        holds no ground truth, so ``target`` is zeros of the image shape, ``max`` 0 and ``labelled``
+        0 (a measurement-only sample, :class:`kdmri_lib.datasets.protocol.MeasurementOnly`).
+
+        Raises:
+            DataError: the task is not ``cs``; the file's acceleration is not the task's; the mask
+                does not have one 0/1 entry per k-space column.
+        """
+        if self.task != "cs":
+            raise DataError(f"{fname}: its k-space is under-sampled (the file stores a mask, as fastMRI's test split "
+                            f"does); task {self.task!r} needs fully-sampled k-space: use it with task 'cs'")
+        acc = attrs.get("acceleration")
+        if acc is not None and int(acc) != self.factor:
+            raise DataError(f"{fname}: acquired at acceleration {int(acc)}; the task is cs x{self.factor} "
+                            f"(use the files of that acceleration: kdmri_lib.datasets.data.measured_files)")
+        k = np.asarray(kspace)
+        if not np.isfinite(k).all():
+            raise DataError(f"{fname}: k-space slice {slice_num} contains NaN or Inf values")
+        m = np.asarray(mask).astype(np.float32).reshape(-1)
+        if m.size != k.shape[-1] or not np.isin(m, (0.0, 1.0)).all() or not m.any():
+            raise DataError(f"{fname}: its mask has {m.size} entries; expected {k.shape[-1]} values of 0/1 (one per "
+                            f"k-space column), at least one of them 1")
+        kspace_t = torch.from_numpy(k.astype(np.complex64))
+        shape = tuple(kspace_t.shape)
+        if recon is not None:
+            rh, rw = int(recon[0]), int(recon[1])
+            if rh <= shape[0] and rw <= shape[1]:
+                shape = (rh, rw)
+        mask_t = torch.from_numpy(m)
+        op = build_operator("cs", self.factor, shape, mask=mask_t, kspace_shape=tuple(kspace_t.shape))
+        y = kspace_t[None, None] * mask_t
+        init = op.initial(y)
+        scale = float(init.abs().max())
+        if not np.isfinite(scale) or scale <= 0:
+            raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
+        return {
+            "y": (y / scale)[0],
+            "initial": (init / scale)[0],
+            "target": torch.zeros((1, *shape), dtype=torch.float32),
+            "scale": torch.tensor(scale, dtype=torch.float32),
+            "max": torch.tensor(0.0),
+            "fname": str(fname),
+            "slice_num": int(slice_num),
+            "mask": mask_t.reshape(1, 1, -1).clone(),
+            "labelled": torch.tensor(0.0),
         }
 
     def make_sample(self, image: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,
@@ -263,8 +316,15 @@ class MRISliceDataset(SliceDataset):
 
     def __getitem__(self, i: int) -> dict:
         """fastMRI's ``SliceDataset.__getitem__`` (the same reads and transform call), with read errors
-        of a damaged file turned into a :class:`DataError` naming it; errors of the transform pass."""
-        return self.transform(*self._read(i, target=True))
+        of a damaged file turned into a :class:`DataError` naming it; errors of the transform pass.
+        A file that stores an under-sampled acquisition (a ``mask``: fastMRI's test split) has no
+        ground truth: it is a :class:`DataError` here (use :meth:`measurement`)."""
+        read = self._read(i, target=True)
+        if read[1] is not None:
+            raise DataError(f"{read[4]}: stores an under-sampled acquisition (a mask) and no ground truth; it can "
+                            f"only be a measurement-only pool (TrainConfig.pool_split / --pool-split), not a "
+                            f"training or scored slice")
+        return self.transform(*read)
 
     def measurement(self, i: int) -> dict:
         """Item ``i`` without its ground truth: the file's ``kspace`` is read, its stored target and
@@ -411,8 +471,27 @@ def batch_operator(batch: dict, task: str, factor: int) -> Operator:
 
 
 def collate(samples: Sequence[dict]) -> dict:
-    """Batch a list of samples (``torch.utils.data.default_collate``: tensors stacked, strings listed)."""
-    return torch.utils.data.default_collate(list(samples))
+    """Batch a list of samples (``torch.utils.data.default_collate``: tensors stacked, strings listed).
+
+    Raises:
+        DataError: samples of different sizes (fastMRI knee files whose raw k-space widths differ,
+            368 / 372 ...: a batch of whole slices needs one matrix), naming the files and sizes.
+    """
+    samples = list(samples)
+    try:
+        return torch.utils.data.default_collate(samples)
+    except RuntimeError as e:
+        shapes = {}
+        for s in samples:
+            if isinstance(s, Mapping) and isinstance(s.get("y"), torch.Tensor):
+                shapes.setdefault(tuple(s["y"].shape[-2:]), []).append(f"{s.get('fname')}:{s.get('slice_num')}")
+        if len(shapes) < 2:
+            raise
+        parts = "; ".join(f"{h}x{w}: {', '.join(n[:2])}" for (h, w), n in shapes.items())
+        raise DataError(f"one batch holds measurements of different sizes ({parts}): whole slices batch only with "
+                        f"one k-space matrix; use batch_size 1 (a distillation batch then holds one reference and "
+                        f"one pool slice, which must still match) or files of one matrix "
+                        f"(fastmri_index.csv lists each file's)") from None
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -422,25 +501,80 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def build_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: int,
                   natural_dir: Optional[str | os.PathLike] = None, include: Optional[Sequence[str]] = None,
-                  references: Optional[int] = None, unlabelled: bool = False, **kwargs) -> Dataset:
+                  references: Optional[int] = None, unlabelled: bool = False, pool_split: Optional[str] = None,
+                  **kwargs) -> Dataset:
     """The dataset of one split (``train`` / ``val`` / ``test``) of a data folder (whole slices).
 
     Training splits (``split == "train"``) draw random ``cs`` masks; with ``natural_dir`` the
     natural images are mixed in 1:1, each resized to the MRI slice size (randomly cropped and
     flipped for training) and measured whole. ``include``: file-name patterns selecting the files;
     ``references`` / ``unlabelled``: the few-references protocol
-    (:func:`kdmri_lib.datasets.protocol.protocol_dataset`).
+    (:func:`kdmri_lib.datasets.protocol.protocol_dataset`); ``pool_split``: the measurement-only pool
+    is that split's slices (:func:`pool_dataset`, e.g. fastMRI's ``test``) instead of the other
+    volumes of the selected files.
     """
     from kdmri_lib.datasets.protocol import protocol_dataset
 
     train = split == "train"
     ds: Dataset = MRISliceDataset(split_dir(data_dir, split), task, factor, train_masks=train, include=include, **kwargs)
-    ds = protocol_dataset(ds, references, unlabelled)
+    pool = pool_dataset(data_dir, pool_split, task, factor) if pool_split is not None else None
+    ds = protocol_dataset(ds, references, unlabelled, pool=pool)
     if natural_dir is not None:
         size = tuple(int(n) for n in ds[0]["target"].shape[-2:])
         nat = NaturalImageDataset(natural_dir, task, factor, train_masks=train, size=size, augment=train)
         ds = MixedDataset(ds, nat)
     return ds
+
+
+def pool_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: int,
+                 include: Optional[Sequence[str]] = None, verbose: bool = False) -> "MRISliceDataset":
+    """The slices of another split as a measurement-only pool (e.g. fastMRI's ``singlecoil_test``).
+
+    Files that store an under-sampled acquisition (a ``mask``: fastMRI's test split) are used as
+    acquired (:meth:`SliceTransform.make_measured_sample`); fastMRI's test split mixes 4x and 8x
+    volumes, so only the files whose ``acceleration`` attribute is the task's are kept. Files with
+    fully-sampled k-space are under-sampled with their fixed per-file mask, as validation files are.
+    Read it with :meth:`MRISliceDataset.measurement` (its ``__getitem__`` refuses files without
+    ground truth).
+
+    Raises:
+        DataError: no file of the split has the task's acceleration (the accelerations found are
+            named); ``sr`` on a split that stores under-sampled k-space.
+    """
+    import glob
+
+    task, factor = _check_task(task, factor)
+    folder = split_dir(data_dir, split)
+    files = list_h5(folder)
+    if include is not None:
+        keep = select_files([f.name for f in files], check_patterns("include", include), where=str(folder))
+        files = [f for f in files if f.name in keep]
+    kept, found, masked = [], set(), []
+    for f in files:
+        check_file(f, require_target=False)
+        try:
+            with h5py.File(f, "r") as hf:
+                acc = hf.attrs.get("acceleration")
+                has_mask = "mask" in hf
+        except _READ_ERRORS as e:
+            raise DataError(f"{f}: unreadable ({type(e).__name__}: {first_line(e)}); the file may be truncated or corrupt") from None
+        if has_mask:
+            masked.append(f.name)
+        if acc is not None:
+            found.add(int(acc))
+        if task == "cs" and acc is not None and int(acc) != factor:
+            continue
+        kept.append(f.name)
+    if task == "sr" and masked:
+        raise DataError(f"{folder}: {len(masked)} file(s) store under-sampled k-space ({masked[0]}, ...); an sr pool "
+                        f"needs fully-sampled k-space (use task 'cs', or another split)")
+    if not kept:
+        raise DataError(f"{folder}: no file acquired at acceleration {factor} (found: "
+                        f"{', '.join(map(str, sorted(found))) or 'none'}); the pool must match the task's cs x{factor}")
+    if verbose and len(kept) < len(files):
+        print(f"[data] {folder}: {len(kept)} of {len(files)} files are acquired at acceleration {factor} (the others "
+              f"are left out of the pool)", flush=True)
+    return MRISliceDataset(folder, task, factor, include=[glob.escape(n) for n in kept])
 
 
 def load_volume(path: str | os.PathLike, task: str, factor: int, slices: Optional[Sequence[int]] = None, **kwargs) -> dict:

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from kdmri_lib.core.errors import ConfigError, DataError, check_int
 
-__all__ = ["Protocol", "DEFAULT", "split_references", "SliceSubset", "Labelled", "MeasurementOnly", "Interleave",
+__all__ = ["Protocol", "DEFAULT", "KNEE", "PROTOCOLS", "split_references", "SliceSubset", "Labelled", "MeasurementOnly", "Interleave",
            "protocol_dataset", "describe"]
 
 
@@ -52,6 +52,10 @@ class Protocol:
         val: validation files the rows are scored on (target domain).
         references: target slices with ground truth (whole volumes first, :func:`split_references`).
         split_seed: seed of the reference pick (fixed: every row and seed shares the split).
+        pool_split: None: the measurement-only pool is the target's training volumes that hold no
+            reference. A split name (``"test"``): the pool is that split's slices as acquired
+            (:func:`kdmri_lib.datasets.data.pool_dataset`: fastMRI's test split stores under-sampled
+            k-space and its mask, and no ground truth).
     """
 
     source: tuple[str, ...] = ("*_axial_*", "*_coronal_*")
@@ -59,14 +63,30 @@ class Protocol:
     val: tuple[str, ...] = ("*_sagittal_*",)
     references: int = 12
     split_seed: int = 0
+    pool_split: Optional[str] = None
+    #: how notebooks and reports name the scored slices (not a setting: absent from :meth:`to_dict`)
+    scored_text: str = "the sagittal validation slices"
 
     def to_dict(self) -> dict:
-        return {"source": list(self.source), "target": list(self.target), "val": list(self.val),
-                "references": int(self.references), "split_seed": int(self.split_seed)}
+        d = {"source": list(self.source), "target": list(self.target), "val": list(self.val),
+             "references": int(self.references), "split_seed": int(self.split_seed)}
+        if self.pool_split is not None:   # (absent from the demo protocol's stored settings, which predate it)
+            d["pool_split"] = self.pool_split
+        return d
 
 
 #: the protocol of ``make bench-distill`` on the demo data
 DEFAULT = Protocol()
+
+#: the paper's scale: fastMRI single-coil knee, ``cs`` x4. The teacher pre-trains on the training split
+#: (ground truth); the student has the ground truth of ``references`` training slices (10 volumes of
+#: about 35 slices) and the test split's 4x measurements as its pool (fastMRI publishes no ground truth
+#: for them); the rows are scored on the validation split, which no model trains on.
+KNEE = Protocol(source=("*",), target=("*",), val=("*",), references=350, pool_split="test",
+                scored_text="the knee validation slices")
+
+#: the protocols by name (``python -m kdmri_lib.ablation --protocol NAME``)
+PROTOCOLS = {"demo": DEFAULT, "knee": KNEE}
 
 
 def split_references(volumes: dict[str, list[int]], n: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -158,19 +178,26 @@ class Interleave(Dataset):
         return self.refs.operator(batch)
 
 
-def protocol_dataset(ds, references: Optional[int], unlabelled: bool, seed: int = 0) -> Dataset:
+def protocol_dataset(ds, references: Optional[int], unlabelled: bool, seed: int = 0, pool=None) -> Dataset:
     """The training set of a protocol run from the (file-filtered) training slices ``ds``.
 
     ``references=None``: ``ds`` itself (every slice with ground truth). Otherwise the
     :func:`split_references` references as :class:`Labelled`; with ``unlabelled`` they are
-    interleaved 1:1 with the measurement-only pool (:class:`MeasurementOnly`, :class:`Interleave`).
+    interleaved 1:1 with the measurement-only pool (:class:`MeasurementOnly`, :class:`Interleave`):
+    every slice of ``pool`` (a dataset of another split, :func:`kdmri_lib.datasets.data.pool_dataset`)
+    when given, else the volumes of ``ds`` that hold no reference.
     """
     if references is None:
-        if unlabelled:
+        if unlabelled or pool is not None:
             raise ConfigError("unlabelled=True needs references=N (the rest of the training files are the pool)")
         return ds
-    refs, pool = split_references(ds.volumes(), references, seed)
+    refs, pool_idx = split_references(ds.volumes(), references, seed)
     lab = Labelled(ds, refs)
+    if pool is not None:
+        if not unlabelled:
+            raise ConfigError("a pool from another split (pool_split) needs unlabelled=True (distill mode)")
+        return Interleave(lab, MeasurementOnly(pool, range(len(pool))))
+    pool = pool_idx
     if not unlabelled:
         return lab
     if not pool:
@@ -178,13 +205,18 @@ def protocol_dataset(ds, references: Optional[int], unlabelled: bool, seed: int 
     return Interleave(lab, MeasurementOnly(ds, pool))
 
 
-def describe(ds, references: int, seed: int = 0) -> str:
-    """One line per group: which volumes are references and which are the pool."""
+def describe(ds, references: int, seed: int = 0, pool=None) -> str:
+    """One line per group: which volumes are references and which are the pool (``pool``: a dataset
+    of another split, :func:`kdmri_lib.datasets.data.pool_dataset`)."""
     vols = ds.volumes()
-    refs, pool = split_references(vols, references, seed)
+    refs, pool_idx = split_references(vols, references, seed)
     name_of = {i: n for n, idx in vols.items() for i in idx}
     rv = sorted({name_of[i] for i in refs})
-    pv = sorted({name_of[i] for i in pool})
-    return (f"references: {len(refs)} slices of {len(rv)} volume(s) ({', '.join(rv)})\n"
-            f"measurement-only pool: {len(pool)} slices of {len(pv)} volume(s)")
+    if pool is not None:
+        n, nv, where = len(pool), len(pool.volumes()), f" of {pool.root.name}"
+    else:
+        n, nv, where = len(pool_idx), len({name_of[i] for i in pool_idx}), ""
+    shown = ", ".join(rv[:6]) + (f", ... ({len(rv)} in all)" if len(rv) > 6 else "")
+    return (f"references: {len(refs)} slices of {len(rv)} volume(s) ({shown})\n"
+            f"measurement-only pool: {n} slices of {nv} volume(s){where}")
 

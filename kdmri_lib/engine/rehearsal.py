@@ -12,8 +12,9 @@ measurement-only pool or of a scored slice (``tests/datasets/test_protocol.py``)
 
 Which files: ``TrainConfig.rehearsal_files``, or else the patterns the teacher's checkpoint records
 for its pre-training (``train_config.train_files``; a teacher that records none, i.e. trained on
-every file, rehearses nothing and the run says so). With a measurement-only pool the rehearsed
-files must not overlap the run's own training files (:func:`setup_rehearsal` refuses).
+every file, rehearses nothing and the run says so). With a measurement-only pool of the training
+split the rehearsed files must not overlap the run's own training files (:func:`setup_rehearsal`
+refuses); a pool of another split (``pool_split``) cannot be among them.
 
 The batch of correction step ``k`` is drawn from a generator seeded by ``(seed, k)``, so it does not
 depend on what ran before: a resumed run draws the same batches as an uninterrupted one.
@@ -104,7 +105,7 @@ def setup_rehearsal(cfg, teacher_record: Optional[Mapping[str, Any]], verbose: b
         return cfg, None
     names = [f.name for f in list_h5(split_dir(cfg.data_dir, "train"))]
     source = select_files(names, patterns, "rehearsal_files" if given else "the teacher's pre-training files")
-    if cfg.unlabelled:
+    if cfg.unlabelled and cfg.pool_split is None:   # (a pool of another split cannot be among them)
         own = select_files(names, cfg.train_files) if cfg.train_files else set(names)
         if source & own:
             raise ConfigError(f"rehearsal_files {patterns} match training files of this run "

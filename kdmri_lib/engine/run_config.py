@@ -72,6 +72,9 @@ class TrainConfig:
         unlabelled: distill mode with ``references``: interleave the other volumes of the selected
             training files 1:1 as a measurement-only pool (no ground truth read; the teacher labels
             them, :mod:`kdmri_lib.datasets.protocol`).
+        pool_split: with ``unlabelled``: the pool is this split's slices instead (e.g. ``"test"``:
+            fastMRI's test split, under-sampled k-space as acquired, no ground truth;
+            :func:`kdmri_lib.datasets.data.pool_dataset`). Not ``train`` or ``val``.
         rehearsal_files: distill mode with ``distill.t_rehearsal > 0``: file-name patterns of the
             teacher's own source-domain training files (with ground truth), which the correction
             rehearses (:mod:`kdmri_lib.engine.rehearsal`); None = the patterns the teacher's checkpoint
@@ -112,6 +115,7 @@ class TrainConfig:
     val_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     references: Optional[int] = field(default=None, metadata={"role": "identity"})
     unlabelled: bool = field(default=False, metadata={"role": "identity"})
+    pool_split: Optional[str] = field(default=None, metadata={"role": "identity"})
     rehearsal_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     teacher_cache: bool = field(default=True, metadata={"role": "result"})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"role": "identity"})
@@ -173,6 +177,15 @@ class TrainConfig:
         if self.unlabelled and (self.references is None or self.mode != "distill"):
             raise ConfigError("unlabelled=True (a measurement-only pool) needs mode='distill' and references=N: only "
                               "a teacher can label slices without ground truth")
+        if self.pool_split is not None:
+            if not isinstance(self.pool_split, str) or not self.pool_split.strip():
+                raise ConfigError(f"pool_split must be a split name such as 'test'; got {self.pool_split!r}")
+            if self.pool_split in ("train", "val"):
+                raise ConfigError(f"pool_split={self.pool_split!r}: the pool must come from another split (the "
+                                  f"training split's other volumes are the default pool; the validation split is "
+                                  f"scored, so its measurements never train a model)")
+            if not self.unlabelled:
+                raise ConfigError("pool_split needs unlabelled=True (a measurement-only pool the teacher labels)")
         if isinstance(self.distill, Mapping):
             self.distill = DistillConfig.from_dict(self.distill)
         if not isinstance(self.distill, DistillConfig):
@@ -203,7 +216,7 @@ class TrainConfig:
             d = Path(self.data_dir)
             if not d.is_dir():
                 raise DataError(f"{d}: data folder not found (run `make data` for the demo data, or see README 'Using real data')")
-            for split in ("train", "val"):
+            for split in ("train", "val") + ((self.pool_split,) if self.pool_split else ()):
                 split_dir(d, split)
         return self
 

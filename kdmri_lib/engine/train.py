@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on only this many slices with ground truth (whole volumes; kdmri_lib.datasets.protocol)")
     g.add_argument("--unlabelled", action="store_true",
                    help="distill with --references: the other volumes as a measurement-only pool the teacher labels")
+    g.add_argument("--pool-split", default=None,
+                   help="with --unlabelled: the pool is this split's slices instead (e.g. test: fastMRI's test split, "
+                        "under-sampled k-space as acquired, no ground truth)")
     g.add_argument("--rehearsal-files", default=None,
                    help="distill with --t-rehearsal W: comma-separated file-name patterns of the teacher's "
                         "source-domain training files, which its correction rehearses")
@@ -256,6 +259,7 @@ def config_from_args(args) -> TrainConfig:
         device=args.device, seed=args.seed, num_workers=args.num_workers, steps_per_epoch=args.steps_per_epoch,
         val_slices=args.val_slices, val_batch_size=args.val_batch_size, natural=args.natural,
         train_files=args.train_files, val_files=args.val_files, references=args.references, unlabelled=args.unlabelled,
+        pool_split=args.pool_split,
         rehearsal_files=args.rehearsal_files, distill=DistillConfig.from_dict(base), resume=args.resume, epoch_limit=args.epoch_limit,
         progress=not args.no_progress, verbose=not args.quiet, log_every=args.log_every)
 

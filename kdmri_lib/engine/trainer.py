@@ -70,7 +70,8 @@ def training_dataset(cfg: TrainConfig):
     natural_dir = Path(cfg.data_dir) / "natural" / "train"
     return build_dataset(cfg.data_dir, "train", cfg.task, cfg.factor,
                          natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None,
-                         include=cfg.train_files, references=cfg.references, unlabelled=cfg.unlabelled)
+                         include=cfg.train_files, references=cfg.references, unlabelled=cfg.unlabelled,
+                         pool_split=cfg.pool_split)
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -256,8 +257,10 @@ class Trainer:
         self.sampler = EpochSampler(self.train_ds, D.world_size(), D.rank(), cfg.seed,
                                     self.steps_per_epoch * cfg.batch_size)
         self.loader_gen = torch.Generator()
+        from kdmri_lib.datasets.data import collate
+
         self.loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=cfg.num_workers, generator=self.loader_gen,
+                                 num_workers=cfg.num_workers, generator=self.loader_gen, collate_fn=collate,
                                  pin_memory=self.device.type == "cuda")
 
     # ---- the loop ------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ gradient-norm balance; ``full`` = the augmented label + the correction of the te
 (rehearsing its source domain, :mod:`kdmri_lib.engine.rehearsal`); then the teacher and the teacher
 after correction (``full``'s corrected teacher, per seed).
 
+``--protocol knee`` is the same protocol at the paper's scale (fastMRI knee, ``cs`` x4,
+:data:`kdmri_lib.datasets.protocol.KNEE`): the teacher pre-trains on the training split (``--teacher
+train`` by default), the references are training slices, the pool is the test split's measurements
+as acquired (:func:`kdmri_lib.datasets.data.pool_dataset`), the rows are scored on the validation
+split. Its cost is in ``docs/training.md`` (a GPU; ``python -m kdmri_lib.pilots step-cost``).
+
 Scoring: every run's **final** weights (no selection on scored slices), by fastMRI's metric
 functions (:func:`kdmri_lib.engine.reconstruct.evaluate`), on the target domain's validation slices
 (``scored``: the sagittal files of ``singlecoil_val``) and on the held-out real scan
@@ -56,8 +62,9 @@ import numpy as np
 import torch
 
 from kdmri_lib.core.atomic import ensure_dir, write_json, write_text
-from kdmri_lib.core.errors import ConfigError, KdmriError
+from kdmri_lib.core.errors import ConfigError, DataError, KdmriError
 from kdmri_lib.datasets.protocol import DEFAULT as DEFAULT_PROTOCOL
+from kdmri_lib.datasets.protocol import PROTOCOLS
 from kdmri_lib.datasets.protocol import Protocol
 from kdmri_lib.distill import ABLATION_ROWS, DistillConfig
 from kdmri_lib.engine.run_config import same_computation
@@ -157,6 +164,7 @@ def _train_config(s: AblationSettings, name: str, what: str, seed: int) -> Train
         return TrainConfig(mode="teacher", preset=s.teacher_preset or s.preset, out_dir=str(Path(s.out) / "teacher"),
                            train_files=list(p.source), **{**common, "epochs": teacher_epochs(s), "seed": 0})
     target = dict(train_files=list(p.target), references=int(s.references))
+    pool = dict(pool_split=p.pool_split) if p.pool_split else {}
     out = str(Path(s.out) / name / f"seed{seed}")
     # a distillation batch holds as many references as the student alone's batch, plus as many pool
     # slices (reference and pool slices interleave 1:1): every row sees the references equally often
@@ -168,7 +176,7 @@ def _train_config(s: AblationSettings, name: str, what: str, seed: int) -> Train
     rehearse = list(p.source) if dcfg.correction and dcfg.t_rehearsal > 0 else None   # the teacher's own source domain
     return TrainConfig(mode="distill", preset=s.preset, teacher_preset=s.teacher_preset, out_dir=out,
                        teacher_checkpoint=teacher_checkpoint(s), unlabelled=True, distill=dcfg,
-                       rehearsal_files=rehearse, **target, **double)
+                       rehearsal_files=rehearse, **target, **pool, **double)
 
 
 def teacher_checkpoint(s: AblationSettings) -> str:
@@ -282,8 +290,11 @@ def _split_text(s: AblationSettings) -> str:
     from kdmri_lib.datasets.protocol import describe
     from kdmri_lib.engine.reconstruct import open_split
 
+    from kdmri_lib.datasets.data import pool_dataset
+
     train = open_split(s.data, s.task, s.factor, "train", include=list(s.protocol.target))
-    return describe(train, s.protocol.references, s.protocol.split_seed)
+    pool = pool_dataset(s.data, s.protocol.pool_split, s.task, s.factor) if s.protocol.pool_split else None
+    return describe(train, s.references, s.protocol.split_seed, pool=pool)
 
 
 class _Scorer:
@@ -414,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=d.out, help="output folder (one sub-folder per row)")
     p.add_argument("--data", default=d.data, help="data folder with singlecoil_train/ and singlecoil_val/ "
                                                   "(the demo data is built there when missing)")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="demo",
+                   help="who sees which ground truth (kdmri_lib.datasets.protocol): demo = the demo data's "
+                        "axial/coronal source and sagittal target; knee = fastMRI knee, the test split as the pool")
     p.add_argument("--task", choices=("sr", "cs"), default=d.task, help="acquisition")
     fac = p.add_mutually_exclusive_group()
     fac.add_argument("--scale", type=int, default=None, help="sr scale (default 4)")
@@ -422,16 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-preset", choices=PRESETS, default=None, help="teacher preset (default: --preset)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of every learned row")
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="optimiser steps per epoch")
-    p.add_argument("--teacher", default=d.teacher,
+    p.add_argument("--teacher", default=None,
                    help="the distillation rows' teacher: a zoo name (pretrained:NAME), a checkpoint, or 'train' "
-                        "(pre-train one on the protocol's source domain into OUT/teacher)")
+                        f"(pre-train one on the protocol's source domain into OUT/teacher); default: {d.teacher} "
+                        f"with --protocol demo, train with the others")
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help=f"epochs of the teacher with --teacher train (default: {TEACHER_BUDGET} x --epochs)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch of whole slices (default: each model kind's recipe)")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of every learned row (default: each model kind's recipe)")
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds of every learned row")
-    p.add_argument("--references", type=int, default=d.references,
-                   help="target-domain slices with ground truth (the rest of the target volumes: measurement-only)")
+    p.add_argument("--references", type=int, default=None,
+                   help="target-domain slices with ground truth (default: the protocol's; demo 12, knee 350)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--val-slices", type=int, default=d.val_slices,
                    help="validation slices per training epoch (the table always scores every slice)")
@@ -452,11 +467,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError:
         print(f"error: --seeds must be comma-separated integers; got {args.seeds!r}", file=sys.stderr)
         return 2
+    protocol = PROTOCOLS[args.protocol]
+    teacher = args.teacher or (DEFAULT_TEACHER if args.protocol == "demo" else "train")
     s = AblationSettings(out=args.out, data=args.data, task=args.task, factor=factor or 4, preset=args.preset,
-                         teacher_preset=args.teacher_preset, teacher=args.teacher, epochs=args.epochs,
+                         teacher_preset=args.teacher_preset, teacher=teacher, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, teacher_epochs=args.teacher_epochs,
-                         batch_size=args.batch_size, lr=args.lr, seeds=seeds, references=args.references,
-                         device=args.device, val_slices=args.val_slices,
+                         batch_size=args.batch_size, lr=args.lr, seeds=seeds,
+                         references=args.references if args.references is not None else protocol.references,
+                         protocol=protocol, device=args.device, val_slices=args.val_slices,
                          rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None,
                          force=args.force, progress=not args.no_progress, jobs=args.jobs)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -479,6 +497,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             s.argv.append(a)
     try:
         data = Path(s.data)
+        if not data.exists() and args.protocol != "demo":
+            raise DataError(f"--data {data}: folder not found; the {args.protocol} protocol needs its data prepared "
+                            f"first (docs/real_data.md)")
         if not data.exists():
             from kdmri_lib.datasets.demo_data import build_demo_data
 

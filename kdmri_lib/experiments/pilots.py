@@ -5,6 +5,7 @@
     python -m kdmri_lib.pilots correction --params all --lr 2e-5 --steps 80 --references stratified
     python -m kdmri_lib.pilots tta --checkpoint runs/bench/kd_output/seed0/last.pt
     python -m kdmri_lib.pilots confidence --checkpoint runs/bench/kd_output/seed0/last.pt
+    python -m kdmri_lib.pilots step-cost --preset paper --steps 50000
 
 ``correction`` fine-tunes the protocol's teacher (``pretrained:sr4_teacher_source_small``) on the
 target references alone — no student, so that the question is only "can 12 references correct this
@@ -17,7 +18,10 @@ teacher's flip-averaged label (self-ensembling: a label for the contrast that ha
 ``confidence`` asks where the uncertainty confidence puts the teacher's weight: on the scored
 slices (read for this analysis only, never trained on), the share of the distillation weight that
 falls on pixels where the teacher is closer to the truth than a distilled student, with the
-uncertainty weights and without them.
+uncertainty weights and without them. ``step-cost`` times one training step of each model at the
+knee protocol's size (``cs`` x4 on fastMRI's 640 x 368 raw k-space, 320 x 320 images; random data,
+the cost does not depend on it) and the teacher's flip-averaged label, and multiplies them out to the
+knee ablation's cost for a number of steps per row (``docs/training.md``, *At the paper's scale*).
 
 Both print one line per measurement; the validation slices are never trained on.
 """
@@ -34,7 +38,8 @@ from torch import nn
 
 from kdmri_lib.core.errors import KdmriError, check_float, check_int
 
-__all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "confidence_pilot", "main"]
+__all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "confidence_pilot", "step_cost",
+           "main"]
 
 #: file-name patterns of the demo's two contrasts (sagittal target domain)
 CONTRASTS = {"T1": "mni152_sagittal_*", "T2": "mni152t2_sagittal_*"}
@@ -205,6 +210,101 @@ def confidence_pilot(data: str = "data/demo", checkpoint: str = "runs/bench/kd_o
     return out
 
 
+def _sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _seconds(fn, repeats: int) -> float:
+    import time
+
+    fn()   # warm-up (allocations, kernel selection)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def step_cost(preset: str = "paper", teacher_preset: Optional[str] = None, steps: int = 50000, seeds: int = 3,
+              kspace_shape=(640, 368), image_shape=(320, 320), repeats: int = 2, device: str = "auto",
+              teacher_step: bool = True, log=print) -> dict:
+    """Seconds per training step at the knee protocol's size, and the knee ablation's cost at ``steps`` per row.
+
+    Measured (one process, this device): a training step (forward, backward, AdamW) of the student and
+    the U-Net at batch 1 and of the student at batch 2 (a distillation batch: one reference, one pool
+    slice), the teacher's flip-averaged label of one slice (4 forward passes, no gradient) and one
+    teacher training step (its pre-training and the correction; ``cs`` has no teacher memo, the masks
+    are random). The estimate: student alone and U-Net ``steps`` x batch-1 step; ``student_matched``
+    ``steps`` x batch-2 step; each distillation row ``steps`` x (batch-2 step + the teacher's passes:
+    one per labelled slice, four with the flip-averaged label); ``full`` adds a teacher step every
+    ``t_every`` student steps; the teacher's pre-training ``3 x steps`` teacher steps
+    (the ablation's default budget); learned rows x ``seeds``. ``teacher_step=False`` skips the teacher's
+    training step (its hours are then NaN).
+    """
+    from kdmri_lib.core import device as D
+    from kdmri_lib.distill import teacher_tta
+    from kdmri_lib.models import build_model
+    from kdmri_lib.mri.physics import build_operator
+
+    dev = D.get_device(device)
+    H, W = image_shape
+
+    def batch(b):
+        op = build_operator("cs", 4, (H, W), seed=None, kspace_shape=kspace_shape)
+        k = torch.randn(b, 1, *kspace_shape, dtype=torch.complex64)
+        return op.measure(k).to(dev), op.to(dev)
+
+    def train_step(model, b):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        y, op = batch(b)
+        x = torch.rand(b, 1, H, W, device=dev)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = (model(y, op) - x).abs().mean()
+            loss.backward()
+            opt.step()
+            _sync(dev)
+        return _seconds(step, repeats)
+
+    student = build_model("student", preset, "cs", 4).to(dev).train()
+    unet = build_model("unet", preset, "cs", 4).to(dev).train()
+    teacher = build_model("teacher", teacher_preset or preset, "cs", 4).to(dev)
+    y1, op1 = batch(1)
+
+    def label():
+        with torch.no_grad():
+            teacher_tta(teacher.eval(), y1, op1)
+        _sync(dev)
+    measure = {"student_b1": lambda: train_step(student, 1), "student_b2": lambda: train_step(student, 2),
+               "unet_b1": lambda: train_step(unet, 1), "teacher_label_tta": lambda: _seconds(label, repeats)}
+    if teacher_step:   # last: the largest (the paper teacher's step needs more than 24 GiB on a CPU)
+        measure["teacher_b1"] = lambda: train_step(teacher.train(), 1)
+    t = {}
+    for name, fn in measure.items():
+        t[name] = fn()
+        log(f"[pilot] {name}: {t[name]:.3f} s")
+    if not teacher_step:
+        t["teacher_b1"] = float("nan")
+    from kdmri_lib.distill import DistillConfig
+
+    rows = {"unet": t["unet_b1"], "student": t["student_b1"], "student_matched": t["student_b2"]}
+    one_pass = t["teacher_label_tta"] / 4
+    for name in ("kd_vanilla", "kd_output", "kd_tta", "kd_uncertainty", "kd_dynamic", "full"):
+        cfg = DistillConfig.preset(name)
+        labelled = 1 if cfg.kd_on == "unlabelled" else 2          # pool slices only, or every slice of the batch
+        rows[name] = t["student_b2"] + labelled * one_pass * (4 if cfg.teacher_tta else 1)
+        if cfg.correction:
+            rows[name] += t["teacher_b1"] / cfg.t_every
+    hours = {k: v * steps * seeds / 3600 for k, v in rows.items()}
+    hours["teacher pre-training"] = 3 * steps * t["teacher_b1"] / 3600
+    out = {"device": D.describe(dev), "preset": preset, "teacher_preset": teacher_preset or preset,
+           "seconds_per_step": {k: round(v, 3) for k, v in t.items()}, "steps_per_row": steps, "seeds": seeds,
+           "hours": {k: round(v, 1) for k, v in hours.items()}, "total_hours": round(sum(hours.values()), 1)}
+    log(f"[pilot] step cost at {kspace_shape[0]}x{kspace_shape[1]} k-space, {H}x{W} images: {out}")
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kdmri_lib.pilots", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -226,6 +326,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     f.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
     f.add_argument("--checkpoint", default="runs/bench/kd_output/seed0/last.pt",
                    help="a distilled student (default: runs/bench/kd_output/seed0/last.pt)")
+    k = sub.add_parser("step-cost", help="seconds per training step at the knee's size and the knee ablation's cost")
+    k.add_argument("--preset", default="paper", help="student / U-Net preset (default: paper)")
+    k.add_argument("--teacher-preset", default=None, help="teacher preset (default: --preset)")
+    k.add_argument("--steps", type=int, default=50000, help="training steps per row (default: 50000)")
+    k.add_argument("--seeds", type=int, default=3, help="seeds per learned row (default: 3)")
+    k.add_argument("--repeats", type=int, default=2, help="timed passes per measurement (default: 2)")
+    k.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    k.add_argument("--no-teacher-step", action="store_true",
+                   help="skip the teacher's training step (the paper teacher's needs more than 24 GiB on a CPU)")
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
@@ -234,6 +343,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             check_float("--pool-weight", a.pool_weight, minimum=0.0)
             check_float("--rehearsal", a.rehearsal, minimum=0.0)
             correction_pilot(a.data, a.params, a.lr, a.steps, a.references, a.pool_weight, rehearsal=a.rehearsal)
+        elif a.what == "step-cost":
+            from kdmri_lib.core.errors import check_choice
+            from kdmri_lib.models import PRESETS
+
+            check_choice("--preset", a.preset, PRESETS)
+            if a.teacher_preset is not None:
+                check_choice("--teacher-preset", a.teacher_preset, PRESETS)
+            for name in ("steps", "seeds", "repeats"):
+                check_int(f"--{name}", getattr(a, name), minimum=1)
+            step_cost(a.preset, a.teacher_preset, a.steps, a.seeds, repeats=a.repeats, device=a.device,
+                      teacher_step=not a.no_teacher_step, log=lambda m: print(m, flush=True))
         elif a.what == "confidence":
             confidence_pilot(a.data, a.checkpoint)
         else:

@@ -120,7 +120,7 @@ INT_PARAMS = {
     "scale": (2, False), "acceleration": (1, False), "epochs": (1, False), "teacher_epochs": (0, False),
     "batch_size": (1, True), "steps_per_epoch": (1, True), "val_slices": (1, True),
     "slice_num": (0, False), "ablation_epochs": (1, False), "ablation_steps_per_epoch": (1, True),
-    "references": (1, False),
+    "references": (1, True),
 }
 #: float parameters: (minimum, strictly greater, maximum, None allowed)
 FLOAT_PARAMS = {"lr": (0.0, True, None, True), "teacher_lr": (0.0, True, None, True),
@@ -133,7 +133,7 @@ KNOWN_PARAMS = ("data_dir", "run_dir", "task", "scale", "acceleration", "preset"
                 "epochs", "teacher_epochs", "batch_size", "steps_per_epoch", "val_slices", "lr",
                 "teacher_lr", "device", "seed", "mask_type", "center_fraction", "volume", "slice_num", "confidence",
                 "ablation_dir", "ablation_epochs", "ablation_steps_per_epoch", "teacher", "references",
-                "recipe") + BOOL_PARAMS
+                "recipe", "protocol") + BOOL_PARAMS
 
 
 def _validate(params: Mapping[str, Any]) -> dict:
@@ -187,6 +187,10 @@ def _validate(params: Mapping[str, Any]) -> dict:
     if "teacher" in p and (not isinstance(p["teacher"], str) or not p["teacher"].strip()):
         raise ConfigError(f"{name('teacher')} must be 'pretrained' (the shipped zoo), 'train' or a checkpoint path; "
                           f"got {p['teacher']!r}")
+    if "protocol" in p:
+        from kdmri_lib.datasets.protocol import PROTOCOLS
+
+        check_choice(name("protocol"), p["protocol"], tuple(PROTOCOLS))
     if "recipe" in p:
         from kdmri_lib.distill import ABLATION_ROWS
 

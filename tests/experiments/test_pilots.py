@@ -32,3 +32,15 @@ def test_protocol_references_and_pool_follow_the_protocol_split(demo_dir):
     refs, pool = pilots._training_slices(str(demo_dir), "protocol")
     assert len(refs) == DEFAULT.references and len(pool) == 66
     assert float(refs[0]["labelled"]) == 1.0 and float(pool[0]["labelled"]) == 0.0 and not pool[0]["target"].any()
+
+
+def test_step_cost_multiplies_the_measured_steps_out(capsys):
+    """The knee ablation's cost estimate is the measured seconds per step times the steps per row and seeds."""
+    out = pilots.step_cost("tiny", steps=100, seeds=2, kspace_shape=(48, 40), image_shape=(32, 32), repeats=1, device="cpu")
+    t, h = out["seconds_per_step"], out["hours"]
+    assert set(t) == {"student_b1", "student_b2", "unet_b1", "teacher_label_tta", "teacher_b1"}
+    assert all(v > 0 for v in t.values())
+    assert h["student"] == pytest.approx(round(t["student_b1"] * 200 / 3600, 1), abs=0.051)
+    assert h["teacher pre-training"] == pytest.approx(round(3 * 100 * t["teacher_b1"] / 3600, 1), abs=0.051)
+    assert "[pilot] step cost at 48x40 k-space, 32x32 images" in capsys.readouterr().out
+    assert pilots.main(["step-cost", "--preset", "huge"]) == 2

@@ -122,6 +122,27 @@ def test_distill_notebook_runs_alone(tmp_path, demo_dir):
     assert (tmp_path / "run2" / "distill" / "best.pt").exists()
 
 
+def test_distill_notebook_runs_the_knee_protocol_on_a_fastmri_layout(tmp_path):
+    """papermill 04_distill.ipynb -p protocol knee -p task cs (the paper's scale, here on a tiny folder laid out
+    like the prepared fastMRI knee): it pre-trains its teacher on the training split, the pool is the test
+    split's 4x measurements as acquired, the rows are scored on the validation split."""
+    from _knee import make_knee
+
+    (tmp_path / "knee").mkdir()
+    knee = make_knee(tmp_path / "knee")
+    out = _run("04_distill", tmp_path / "kneerun", knee, tmp_path, protocol="knee", task="cs", acceleration=4,
+               teacher="train", teacher_epochs=1, references=2, batch_size=1)
+    text = out.read_text()
+    assert "measurement-only pool: 5 slices of 2 volume(s) of singlecoil_test" in text
+    assert "On the knee validation slices" in text
+    ck = torch.load(tmp_path / "kneerun" / "distill" / "last.pt", map_location="cpu", weights_only=True)
+    assert (ck["train_config"]["pool_split"], ck["train_config"]["references"]) == ("test", 2)
+    ck = torch.load(tmp_path / "kneerun" / "teacher_source" / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["train_config"]["train_files"] == ["*"] and ck["train_config"]["task"] == "cs"
+    with pytest.raises(Exception, match="notebook parameter 'protocol' must be one of"):
+        _run("04_distill", tmp_path / "bad", knee, tmp_path, protocol="brain")
+
+
 def test_parameter_validation_is_clear(tmp_path, demo_dir):
     import papermill as pm
 
