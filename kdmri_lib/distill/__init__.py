@@ -54,6 +54,11 @@ Distillation warm-up (``kd_warmup_steps``): the distillation weights ramp linear
 value over the first steps of training (the state counts the steps), so that a fresh student first
 learns the reconstruction task from the ground truth.
 
+Attention-transfer pre-stage (``prestage_steps``, KD-MRI's first stage): the first steps train the
+student on the feature and attention terms alone (the reconstruction, edge and output terms weigh
+0), then those two weigh 0 and the others take over; the state counts the steps, so a resumed run
+switches at the same step.
+
 Terms that are switched off are still computed for the log when they are cheap (under
 ``torch.no_grad()``, weight 0), so that every run logs the same columns; the released code's
 one-channel KL term is always logged: it is exactly 0.
@@ -346,6 +351,11 @@ def distill_losses(student: nn.Module, teacher: nn.Module, adapters: Optional[nn
     lam, ramp, errors = weighting(p, cfg, state, fresh_state)
     terms, weights, w_map, adapted = student_terms(p, cfg, adapters, lam * ramp)
     balance(terms, weights, cfg, state, p, student, adapters)
+    if cfg.prestage_steps:   # state.steps counts this batch (weighting() advanced it)
+        off = ("rec", "edge", "kd") if state.steps <= cfg.prestage_steps else ("feat", "att")
+        for k in off:
+            if k in weights:
+                weights[k] = 0.0
     total = p.S.new_zeros(())
     for k in STUDENT_TERMS:
         if k in terms and weights.get(k, 0.0) > 0:

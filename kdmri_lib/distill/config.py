@@ -52,6 +52,10 @@ class DistillConfig:
         ema_decay: decay of the running averages (errors of dynamic weighting, term magnitudes of
             ``balance``), in [0, 1).
         kd_warmup_steps: linear ramp of the distillation weights over the first steps (0 = none).
+        prestage_steps: KD-MRI's attention-transfer pre-stage: for the first N distillation steps the
+            student learns only the feature and attention terms (``rec``, ``edge`` and ``kd`` weigh 0);
+            after them those two weigh 0 and the other terms take over (0 = no pre-stage). Needs
+            ``feature_kd`` or ``attention_kd``.
         balance: ``"none"``; ``"magnitude"`` (``True``): the feature-type terms' weights are
             fractions of the running L1 loss (module docstring); ``"gradnorm"``: every
             ``gradnorm_every`` steps the gradient norm of each distillation term (w.r.t. the
@@ -117,6 +121,7 @@ class DistillConfig:
     relabel_every: int = 50
     t_every: int = 4
     t_rehearsal: float = 1.0
+    prestage_steps: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -152,6 +157,10 @@ class DistillConfig:
         if self.ema_decay >= 1.0:
             raise ConfigError(f"distill.ema_decay must be < 1; got {self.ema_decay}")
         self.kd_warmup_steps = check_int("distill.kd_warmup_steps", self.kd_warmup_steps, minimum=0)
+        self.prestage_steps = check_int("distill.prestage_steps", self.prestage_steps, minimum=0)
+        if self.prestage_steps and not (self.feature_kd or self.attention_kd):
+            raise ConfigError("distill.prestage_steps > 0 (an attention-transfer pre-stage) needs feature_kd or "
+                              "attention_kd: the pre-stage trains the student on those terms alone")
         return self
 
     def to_dict(self) -> dict:
@@ -196,6 +205,7 @@ FIELD_HELP: dict[str, str] = {
     "t_feedback_weight": "teacher correction: weight of the student-feedback term (needs feature KD)",
     "ema_decay": "decay of the running averages (dynamic weighting, balance)",
     "kd_warmup_steps": "linear ramp of the distillation weights over N steps",
+    "prestage_steps": "KD-MRI's pre-stage: the first N steps train on the feature / attention terms only",
     "balance": "weights of the distillation terms: none, loss magnitude, or gradient norm",
     "kd_on": "output distillation on every sample (all) or on the measurement-only pool (unlabelled)",
     "teacher_tta": "the teacher's label is the mean of its predictions on flipped measurements",
@@ -211,7 +221,7 @@ FIELD_HELP: dict[str, str] = {
 }
 #: fields added after runs were stored, with the value that computes what those runs computed (a
 #: stored configuration without the field is read with this value, not with today's default)
-PREDATED: dict[str, Any] = {"t_rehearsal": 0.0}
+PREDATED: dict[str, Any] = {"t_rehearsal": 0.0, "prestage_steps": 0}
 #: the choices of the string-valued fields
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "confidence": CONFIDENCE_MODES, "balance": BALANCE_MODES, "kd_on": KD_ON, "kd_loss": ("l1", "huber"),
@@ -257,15 +267,20 @@ ABLATION_PIECES: dict[str, tuple[str, ...]] = {
     "kd_uncertainty": ("confidence",), "kd_dynamic": ("dynamic", "dynamic_floor", "balance"),
     "full": ("correction", "t_params", "teacher_lr", "t_rehearsal", "t_every", "relabel_every"),
 }
-#: rows measured in pilots that are not in the ablation's ladder; ``DistillConfig.preset`` accepts
-#: these names too: vanilla KD at fixed weights, vanilla KD on the pool only, and the correction of
-#: every teacher parameter
-#: (no memoised body: about 6x the cost of a head correction on a CPU).
+#: rows measured in pilots that are not in the ablation's ladder (``python -m kdmri_lib.ablation
+#: --candidates NAME`` trains them with the ablation's settings); ``DistillConfig.preset`` accepts
+#: these names too: vanilla KD at fixed weights, vanilla KD on the pool only, KD-MRI's pre-stage (measured
+#: 1.7 dB below ``kd_tta``, docs/training.md), the correction of every teacher parameter
+#: (no memoised body: about 6x the cost of a head correction on a CPU) and the previous full method.
 CANDIDATE_ROWS: dict[str, dict] = {
     "kd_vanilla_fixed": {**_VANILLA, "balance": "none"},
     "kd_pool": dict(_POOL),
     "full_all": {**_TTA, "correction": True, "t_rehearsal": 1.0},
     # the previous ablation's full method: the head correction anchored by L2-SP at lr 1e-4, on kd_dynamic
+    # KD-MRI's attention-transfer pre-stage (a quarter of the default 1600 steps: feature and attention
+    # terms through the adapters only), then kd_tta: the third way across architectures, beside vanilla's
+    # adapters all along and output-space transfer only
+    "kd_prestage": {**_TTA, "feature_kd": True, "attention_kd": True, "prestage_steps": 400},
     "full_anchored": {**_DYNAMIC, "correction": True, "t_anchor": 1.0, "t_params": "head", "t_every": 4,
                       "relabel_every": 50},
 }

@@ -66,7 +66,7 @@ from kdmri_lib.core.errors import ConfigError, DataError, KdmriError
 from kdmri_lib.datasets.protocol import DEFAULT as DEFAULT_PROTOCOL
 from kdmri_lib.datasets.protocol import PROTOCOLS
 from kdmri_lib.datasets.protocol import Protocol
-from kdmri_lib.distill import ABLATION_ROWS, DistillConfig
+from kdmri_lib.distill import ABLATION_ROWS, CANDIDATE_ROWS, DistillConfig
 from kdmri_lib.engine.run_config import same_computation
 from kdmri_lib.engine.train import RECIPES, TrainConfig, TrainingInterrupted, fit
 from kdmri_lib.experiments.ablation_report import (  # noqa: F401 (re-exported)
@@ -101,9 +101,21 @@ ROWS: tuple[tuple[str, str, str], ...] = (
 )
 ROW_NAMES = tuple(r[0] for r in ROWS)
 DISTILL_ROWS = tuple(n for n, _, w in ROWS if w == "distill")
+#: rows outside the default ladder (``--candidates``; :data:`kdmri_lib.distill.CANDIDATE_ROWS`), with their labels
+CANDIDATE_LABELS = {
+    "kd_vanilla_fixed": "candidate: vanilla KD at fixed weights (no magnitude balance)",
+    "kd_pool": "candidate: vanilla KD on the measurement-only pool only (adapters kept)",
+    "kd_prestage": "candidate: kd_tta after KD-MRI's attention-transfer pre-stage (features + attention maps, 400 steps)",
+    "full_all": "candidate: full with every teacher parameter corrected",
+    "full_anchored": "candidate: the previous full method (kd_dynamic + head correction anchored by L2-SP)",
+}
+assert set(CANDIDATE_LABELS) == set(CANDIDATE_ROWS), "every candidate row has a label"
+#: the row each candidate is compared with (paired per-slice difference in ablation.json / .md)
+CANDIDATE_BASE = {"kd_vanilla_fixed": "kd_vanilla", "kd_pool": "kd_vanilla", "kd_prestage": "kd_tta",
+                  "full_all": "full", "full_anchored": "full"}
 #: what each row is (baseline / teacher / corrected / a training mode) and its table label
-WHAT_OF = {n: w for n, _, w in ROWS}
-LABEL_OF = {n: lab for n, lab, _ in ROWS}
+WHAT_OF = {**{n: w for n, _, w in ROWS}, **{c: "distill" for c in CANDIDATE_ROWS}}
+LABEL_OF = {**{n: lab for n, lab, _ in ROWS}, **CANDIDATE_LABELS}
 assert set(DISTILL_ROWS) <= set(ABLATION_ROWS), "every distillation row has its switches in distill.ABLATION_ROWS"
 #: training order: the teacher before the distillation rows, the corrected teacher after full
 RUN_ORDER = ("zero_filled", "lowres", "bicubic", "teacher", "unet", "student", "student_matched") + DISTILL_ROWS + (
@@ -142,6 +154,7 @@ class AblationSettings:
     device: str = _RUN_DEFAULT["device"]
     val_slices: Optional[int] = 2   # the ablation's own budget (TrainConfig: every validation slice)
     rows: Optional[Sequence[str]] = None
+    candidates: Sequence[str] = ()   # extra rows (CANDIDATE_ROWS), trained and scored after the ladder
     force: bool = False
     progress: bool = True
     jobs: int = 1
@@ -150,7 +163,7 @@ class AblationSettings:
 
     def to_dict(self) -> dict:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
-             if k not in ("protocol", "jobs", "worker", "argv")}
+             if k not in ("protocol", "jobs", "worker", "argv") and not (k == "candidates" and not v)}
         d["protocol"] = {**self.protocol.to_dict(), "references": int(self.references)}
         return d
 
@@ -252,7 +265,10 @@ def _wanted_rows(s: AblationSettings) -> tuple[str, ...]:
         raise ConfigError("seeds: give at least one seed")
     if "teacher_corrected" in wanted and "full" not in wanted:
         wanted = wanted + ("full",)
-    return wanted
+    bad = sorted(set(s.candidates) - set(CANDIDATE_ROWS))
+    if bad:
+        raise ConfigError(f"unknown candidate row(s) {', '.join(bad)}; valid: {', '.join(CANDIDATE_ROWS)}")
+    return wanted + tuple(c for c in s.candidates if c not in wanted)
 
 
 def _scored_sets(s: AblationSettings) -> dict:
@@ -375,7 +391,7 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
     sets = _scored_sets(s)
     device = get_device(s.device)
     ensure_dir(out, "ablation output folder (--out)")    # only once the settings have been checked
-    order = [n for n in RUN_ORDER if n in wanted]
+    order = [n for n in RUN_ORDER if n in wanted] + [c for c in s.candidates]
     t_all = time.perf_counter()
     finished_before, pending = _prepare_runs(s, order, log)
     if s.worker is not None:   # one share of the training runs, no scoring
@@ -398,13 +414,14 @@ def run(s: AblationSettings, log=print, command: Optional[str] = None) -> dict:
             sd = f" +- {r['PSNR_sd']:.3f}" if r["seeds"] > 1 else ""
             held = f"; held-out {r['heldout_PSNR']:.3f} dB" if "heldout_PSNR" in r else ""
             log(f"{head} PSNR {r['PSNR']:.3f}{sd} dB  SSIM {r['SSIM']:.4f}{held}  ({time.perf_counter() - t0:.0f} s)")
-    rows = [scorer.results[n] for n in ROW_NAMES if n in scorer.results]
+    rows = [scorer.results[n] for n in ROW_NAMES + tuple(s.candidates) if n in scorer.results]
     meta = {"command": command, "device": describe(device), "torch": str(torch.__version__),
             "machine": platform.machine(), "wall_time_s": round(time.perf_counter() - t_all, 1),
             "sets": {k: {"slices": len(ds), "volumes": len(ds.volumes()), "files": [f.name for f in ds.files]}
                      for k, ds in sets.items()},
             "slice_shape": list(scorer.shape), "date": time.strftime("%Y-%m-%d %H:%M"), "reused": scorer.reused,
-            "comparisons": comparisons(rows), "split": _split_text(s)}
+            "comparisons": comparisons(rows, [(c, CANDIDATE_BASE[c]) for c in s.candidates]),
+            "split": _split_text(s)}
     result = {"settings": s.to_dict(), "meta": meta, "rows": rows}
     write_json(out / "ablation.json", result)
     write_text(out / "ablation.md", to_markdown(result))
@@ -451,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-slices", type=int, default=d.val_slices,
                    help="validation slices per training epoch (the table always scores every slice)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of rows ({', '.join(ROW_NAMES)})")
+    p.add_argument("--candidates", default="",
+                   help=f"comma-separated extra rows, trained with the same settings and compared with their base "
+                        f"({', '.join(f'{c} vs {b}' for c, b in CANDIDATE_BASE.items())})")
     p.add_argument("--force", action="store_true", help="retrain rows that already finished")
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="train the runs in this many processes (cpu_count // jobs threads each); 1 = in this process")
@@ -476,6 +496,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          references=args.references if args.references is not None else protocol.references,
                          protocol=protocol, device=args.device, val_slices=args.val_slices,
                          rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None,
+                         candidates=tuple(c.strip() for c in args.candidates.split(",") if c.strip()),
                          force=args.force, progress=not args.no_progress, jobs=args.jobs)
     argv = list(sys.argv[1:] if argv is None else argv)
     if args.jobs < 1:

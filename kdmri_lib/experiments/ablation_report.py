@@ -42,16 +42,16 @@ def paired_difference(a: dict, b: dict, key: str = "slice_PSNR", reps: int = 100
             "excludes_zero": bool(lo > 0 or hi < 0)}
 
 
-def comparisons(rows: Sequence[dict]) -> list[dict]:
+def comparisons(rows: Sequence[dict], extra: Sequence[tuple[str, str]] = ()) -> list[dict]:
     """Paired differences (scored set, and held-out where present) of ``full`` against ``student``,
     ``kd_vanilla`` and ``kd_tta`` (its frozen-teacher twin: the correction's effect on the student),
     of ``kd_vanilla`` and ``kd_output`` (output-space KD on the pool, the first row without adapters)
     against ``student``, of the teacher against the student and of the
     corrected teacher against the teacher. Each: ``{"a", "b", "set", "mean", "lo", "hi", "slices",
-    "excludes_zero"}``."""
+    "excludes_zero"}``. ``extra``: more ``(a, b)`` pairs (a candidate row against its base)."""
     by = {r["name"]: r for r in rows}
     pairs = [("full", "student"), ("full", "kd_vanilla"), ("full", "kd_tta"), ("kd_vanilla", "student"),
-             ("kd_output", "student"), ("teacher", "student"), ("teacher_corrected", "teacher")]
+             ("kd_output", "student"), ("teacher", "student"), ("teacher_corrected", "teacher"), *extra]
     out = []
     for a, b in pairs:
         if a not in by or b not in by:

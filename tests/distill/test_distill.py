@@ -249,3 +249,22 @@ def test_config_validation_and_presets():
     full = KD.DistillConfig.preset("full")
     assert full.to_dict() == {**KD.DistillConfig().to_dict()}
     assert KD.DistillConfig.from_dict(full.to_dict()) == full
+
+
+def test_prestage_trains_on_feature_and_attention_terms_then_switches(batch, models):
+    """KD-MRI's pre-stage: during its steps only feat/att weigh (and carry the student's gradient); after it
+    they weigh 0 and rec / kd take over. A pre-stage without those terms is refused."""
+    b, op = batch
+    s, t, a = models
+    cfg = KD.DistillConfig(kd_on="all", teacher_tta=False, correction=False, prestage_steps=2, **FEATURES)
+    state = KD.DistillState()
+    seen = []
+    for _ in range(3):
+        lb = KD.distill_losses(s, t, a, b["y"], op, b["target"], cfg, state)
+        seen.append({k: lb.weights[k] > 0 for k in ("rec", "kd", "feat", "att")})
+        assert lb.total.requires_grad and _grad_norm(lb.total, s) > 0
+    pre = {"rec": False, "kd": False, "feat": True, "att": True}
+    assert seen == [pre, pre, {"rec": True, "kd": True, "feat": False, "att": False}]
+    with pytest.raises(ConfigError, match="prestage_steps > 0 .* needs feature_kd or attention_kd"):
+        KD.DistillConfig(prestage_steps=5)
+    assert KD.DistillConfig.preset("kd_prestage").prestage_steps == 400

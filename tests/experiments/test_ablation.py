@@ -139,3 +139,25 @@ def test_ablation_settings_start_from_the_run_configuration():
         (t.data_dir, t.task, t.factor, t.preset, t.teacher_preset, t.batch_size, t.lr, t.device)
     cfg = A._train_config(s, "student", "student", 0)
     assert (cfg.task, cfg.factor, cfg.preset, cfg.data_dir) == (t.task, t.factor, t.preset, t.data_dir)
+
+
+@pytest.mark.slow
+def test_candidate_rows_train_with_the_same_settings_and_are_compared_with_their_base(demo_dir, tmp_path, capsys):
+    out = tmp_path / "cand"
+    args = ["--out", str(out), "--data", str(demo_dir), "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1",
+            "--val-slices", "1", "--device", "cpu", "--no-progress", "--seeds", "0",
+            "--teacher", "pretrained:sr4_teacher_tiny", "--rows", "student,kd_tta", "--candidates", "kd_prestage"]
+    assert A.main(args) == 0, capsys.readouterr().err
+    result = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["student", "kd_tta", "kd_prestage"]
+    assert result["settings"]["candidates"] == ["kd_prestage"]
+    cfg = json.loads((out / "kd_prestage" / "seed0" / "config.json").read_text())
+    twin = json.loads((out / "kd_tta" / "seed0" / "config.json").read_text())
+    assert cfg["distill"]["prestage_steps"] == 400 and cfg["distill"]["feature_kd"] is True
+    assert {k: v for k, v in cfg.items() if k not in ("distill", "out_dir")} == \
+        {k: v for k, v in twin.items() if k not in ("distill", "out_dir")}
+    assert ("kd_prestage", "kd_tta", "scored") in {(c["a"], c["b"], c["set"]) for c in result["meta"]["comparisons"]}
+    assert "kd_prestage" in (out / "ablation.md").read_text()
+    assert A.main(args[:-1] + ["kd_magic"]) == 2
+    assert "unknown candidate row(s) kd_magic" in capsys.readouterr().err
+    assert "candidates" not in A.AblationSettings().to_dict()   # the default run's settings are unchanged
