@@ -60,15 +60,13 @@ from fastmri.data import SliceDataset
 from torch.utils.data import Dataset
 
 from kdmri_lib.core.errors import ConfigError, DataError, check_choice, check_int, first_line
+from kdmri_lib.datasets.data_files import READ_ERRORS as _READ_ERRORS
 from kdmri_lib.datasets.data_files import check_patterns, list_h5, load_slice, select_files, slice_image, split_dir  # noqa: F401
 from kdmri_lib.mri import masks as _masks
 from kdmri_lib.mri.fastmri_format import check_file
 from kdmri_lib.mri.physics import TASKS, Operator, build_operator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-#: what h5py / the XML parser raise on a damaged file (HDF5 errors surface as OSError, RuntimeError,
-#: KeyError or ValueError depending on where the damage is)
-_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, EOFError)
 
 
 def _check_task(task: str, factor: int) -> tuple[str, int]:
@@ -175,55 +173,11 @@ class SliceTransform:
         }
 
     def make_measured_sample(self, kspace, mask, attrs, fname: str, slice_num: int, recon=None) -> dict:
-        """``cs`` on a file that stores an under-sampled acquisition: its k-space and its ``mask``
-        (fastMRI's test split: ``kspace`` already zero in the columns not measured, ``mask`` over the
-        k-space columns, ``attrs["acceleration"]``). The sample is the measurement as acquired (the
-        stored mask, not a new one: masking it again would measure a subset of a subset); the file
-        holds no ground truth, so ``target`` is zeros of the image shape, ``max`` 0 and ``labelled``
-        0 (a measurement-only sample, :class:`kdmri_lib.datasets.protocol.MeasurementOnly`).
+        """``cs`` on a file that stores an under-sampled acquisition (fastMRI's test split): the
+        measurement as acquired, no ground truth (:func:`kdmri_lib.datasets.measured.measured_sample`)."""
+        from kdmri_lib.datasets.measured import measured_sample
 
-        Raises:
-            DataError: the task is not ``cs``; the file's acceleration is not the task's; the mask
-                does not have one 0/1 entry per k-space column.
-        """
-        if self.task != "cs":
-            raise DataError(f"{fname}: its k-space is under-sampled (the file stores a mask, as fastMRI's test split "
-                            f"does); task {self.task!r} needs fully-sampled k-space: use it with task 'cs'")
-        acc = attrs.get("acceleration")
-        if acc is not None and int(acc) != self.factor:
-            raise DataError(f"{fname}: acquired at acceleration {int(acc)}; the task is cs x{self.factor} "
-                            f"(use the files of that acceleration: kdmri_lib.datasets.data.measured_files)")
-        k = np.asarray(kspace)
-        if not np.isfinite(k).all():
-            raise DataError(f"{fname}: k-space slice {slice_num} contains NaN or Inf values")
-        m = np.asarray(mask).astype(np.float32).reshape(-1)
-        if m.size != k.shape[-1] or not np.isin(m, (0.0, 1.0)).all() or not m.any():
-            raise DataError(f"{fname}: its mask has {m.size} entries; expected {k.shape[-1]} values of 0/1 (one per "
-                            f"k-space column), at least one of them 1")
-        kspace_t = torch.from_numpy(k.astype(np.complex64))
-        shape = tuple(kspace_t.shape)
-        if recon is not None:
-            rh, rw = int(recon[0]), int(recon[1])
-            if rh <= shape[0] and rw <= shape[1]:
-                shape = (rh, rw)
-        mask_t = torch.from_numpy(m)
-        op = build_operator("cs", self.factor, shape, mask=mask_t, kspace_shape=tuple(kspace_t.shape))
-        y = kspace_t[None, None] * mask_t
-        init = op.initial(y)
-        scale = float(init.abs().max())
-        if not np.isfinite(scale) or scale <= 0:
-            raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
-        return {
-            "y": (y / scale)[0],
-            "initial": (init / scale)[0],
-            "target": torch.zeros((1, *shape), dtype=torch.float32),
-            "scale": torch.tensor(scale, dtype=torch.float32),
-            "max": torch.tensor(0.0),
-            "fname": str(fname),
-            "slice_num": int(slice_num),
-            "mask": mask_t.reshape(1, 1, -1).clone(),
-            "labelled": torch.tensor(0.0),
-        }
+        return measured_sample(kspace, mask, attrs, fname, slice_num, self.task, self.factor, recon)
 
     def make_sample(self, image: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,
                     vol_max: Optional[float] = None) -> dict:
@@ -510,8 +464,8 @@ def build_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: in
     flipped for training) and measured whole. ``include``: file-name patterns selecting the files;
     ``references`` / ``unlabelled``: the few-references protocol
     (:func:`kdmri_lib.datasets.protocol.protocol_dataset`); ``pool_split``: the measurement-only pool
-    is that split's slices (:func:`pool_dataset`, e.g. fastMRI's ``test``) instead of the other
-    volumes of the selected files.
+    is that split's slices (:func:`pool_dataset`, e.g. fastMRI's
+    ``test``) instead of the other volumes of the selected files.
     """
     from kdmri_lib.datasets.protocol import protocol_dataset
 
@@ -527,53 +481,15 @@ def build_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: in
 
 
 def pool_dataset(data_dir: str | os.PathLike, split: str, task: str, factor: int,
-                 include: Optional[Sequence[str]] = None, verbose: bool = False) -> "MRISliceDataset":
-    """The slices of another split as a measurement-only pool (e.g. fastMRI's ``singlecoil_test``).
-
-    Files that store an under-sampled acquisition (a ``mask``: fastMRI's test split) are used as
-    acquired (:meth:`SliceTransform.make_measured_sample`); fastMRI's test split mixes 4x and 8x
-    volumes, so only the files whose ``acceleration`` attribute is the task's are kept. Files with
-    fully-sampled k-space are under-sampled with their fixed per-file mask, as validation files are.
-    Read it with :meth:`MRISliceDataset.measurement` (its ``__getitem__`` refuses files without
-    ground truth).
-
-    Raises:
-        DataError: no file of the split has the task's acceleration (the accelerations found are
-            named); ``sr`` on a split that stores under-sampled k-space.
-    """
+                 include: Optional[Sequence[str]] = None, verbose: bool = False) -> MRISliceDataset:
+    """The slices of another split as a measurement-only pool (e.g. fastMRI's ``singlecoil_test``): the
+    files :func:`kdmri_lib.datasets.measured.pool_files` keeps (the task's acceleration). Read it with
+    :meth:`MRISliceDataset.measurement` (its ``__getitem__`` refuses files without ground truth)."""
     import glob
 
-    task, factor = _check_task(task, factor)
-    folder = split_dir(data_dir, split)
-    files = list_h5(folder)
-    if include is not None:
-        keep = select_files([f.name for f in files], check_patterns("include", include), where=str(folder))
-        files = [f for f in files if f.name in keep]
-    kept, found, masked = [], set(), []
-    for f in files:
-        check_file(f, require_target=False)
-        try:
-            with h5py.File(f, "r") as hf:
-                acc = hf.attrs.get("acceleration")
-                has_mask = "mask" in hf
-        except _READ_ERRORS as e:
-            raise DataError(f"{f}: unreadable ({type(e).__name__}: {first_line(e)}); the file may be truncated or corrupt") from None
-        if has_mask:
-            masked.append(f.name)
-        if acc is not None:
-            found.add(int(acc))
-        if task == "cs" and acc is not None and int(acc) != factor:
-            continue
-        kept.append(f.name)
-    if task == "sr" and masked:
-        raise DataError(f"{folder}: {len(masked)} file(s) store under-sampled k-space ({masked[0]}, ...); an sr pool "
-                        f"needs fully-sampled k-space (use task 'cs', or another split)")
-    if not kept:
-        raise DataError(f"{folder}: no file acquired at acceleration {factor} (found: "
-                        f"{', '.join(map(str, sorted(found))) or 'none'}); the pool must match the task's cs x{factor}")
-    if verbose and len(kept) < len(files):
-        print(f"[data] {folder}: {len(kept)} of {len(files)} files are acquired at acceleration {factor} (the others "
-              f"are left out of the pool)", flush=True)
+    from kdmri_lib.datasets.measured import pool_files
+
+    folder, kept = pool_files(data_dir, split, task, factor, include, verbose)
     return MRISliceDataset(folder, task, factor, include=[glob.escape(n) for n in kept])
 
 

@@ -19,6 +19,11 @@ from kdmri_lib.mri.physics import centre_crop, ifft2c
 __all__ = ["list_h5", "split_dir", "check_patterns", "select_files", "slice_image", "load_slice"]
 
 
+#: what h5py / the XML parser raise on a damaged file (HDF5 errors surface as OSError, RuntimeError,
+#: KeyError or ValueError depending on where the damage is)
+READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, EOFError)
+
+
 def list_h5(root: str | os.PathLike) -> list[Path]:
     """The ``.h5`` files of a folder, sorted; clear errors for a missing or empty folder."""
     root = Path(root)

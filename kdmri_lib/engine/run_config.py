@@ -177,15 +177,7 @@ class TrainConfig:
         if self.unlabelled and (self.references is None or self.mode != "distill"):
             raise ConfigError("unlabelled=True (a measurement-only pool) needs mode='distill' and references=N: only "
                               "a teacher can label slices without ground truth")
-        if self.pool_split is not None:
-            if not isinstance(self.pool_split, str) or not self.pool_split.strip():
-                raise ConfigError(f"pool_split must be a split name such as 'test'; got {self.pool_split!r}")
-            if self.pool_split in ("train", "val"):
-                raise ConfigError(f"pool_split={self.pool_split!r}: the pool must come from another split (the "
-                                  f"training split's other volumes are the default pool; the validation split is "
-                                  f"scored, so its measurements never train a model)")
-            if not self.unlabelled:
-                raise ConfigError("pool_split needs unlabelled=True (a measurement-only pool the teacher labels)")
+        self._check_pool_split()
         if isinstance(self.distill, Mapping):
             self.distill = DistillConfig.from_dict(self.distill)
         if not isinstance(self.distill, DistillConfig):
@@ -219,6 +211,18 @@ class TrainConfig:
             for split in ("train", "val") + ((self.pool_split,) if self.pool_split else ()):
                 split_dir(d, split)
         return self
+
+    def _check_pool_split(self) -> None:
+        if self.pool_split is None:
+            return
+        if not isinstance(self.pool_split, str) or not self.pool_split.strip():
+            raise ConfigError(f"pool_split must be a split name such as 'test'; got {self.pool_split!r}")
+        if self.pool_split in ("train", "val"):
+            raise ConfigError(f"pool_split={self.pool_split!r}: the pool must come from another split (the "
+                              f"training split's other volumes are the default pool; the validation split is "
+                              f"scored, so its measurements never train a model)")
+        if not self.unlabelled:
+            raise ConfigError("pool_split needs unlabelled=True (a measurement-only pool the teacher labels)")
 
     def _check_rehearsal(self) -> None:
         if self.rehearsal_files and not (self.mode == "distill" and self.distill.correction and self.distill.t_rehearsal > 0):

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kdmri_lib.core.errors import ConfigError, DataError
-from kdmri_lib.datasets.data import MRISliceDataset, build_dataset, pool_dataset
+from kdmri_lib.datasets.data import MRISliceDataset, build_dataset
+from kdmri_lib.datasets.data import pool_dataset
 from kdmri_lib.datasets.protocol import KNEE, Interleave, MeasurementOnly
 from kdmri_lib.engine.run_config import TrainConfig
 from _knee import KW, REC, knee_file, make_knee
