@@ -104,8 +104,10 @@ bench: $(STAMP)
 # functions on the sagittal validation slices and the held-out scan: runs/bench/ablation.{md,json,png}
 # (finished runs are reused, BENCH_ARGS=--force retrains; the measured wall time is in ablation.md)
 BENCH_ARGS ?=
+# two one-thread training processes: the tiny models use two cores poorly (docs/training.md); BENCH_JOBS=1 trains in one
+BENCH_JOBS ?= 2
 bench-distill: data
-	$(PY) -m kdmri_lib.ablation --out runs/bench --data $(DATA) $(BENCH_ARGS)
+	$(PY) -m kdmri_lib.ablation --out runs/bench --data $(DATA) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 
 # retrains every zoo entry (resumable: runs/pretrained/NAME), scores it on the demo validation slices and
 # rewrites kdmri_lib/pretrained/manifest.json; PRETRAINED_ARGS='--only sr4_student_tiny --threads 1'
