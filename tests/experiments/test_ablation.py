@@ -161,3 +161,22 @@ def test_candidate_rows_train_with_the_same_settings_and_are_compared_with_their
     assert A.main(args[:-1] + ["kd_magic"]) == 2
     assert "unknown candidate row(s) kd_magic" in capsys.readouterr().err
     assert "candidates" not in A.AblationSettings().to_dict()   # the default run's settings are unchanged
+
+
+def test_the_candidate_figures_in_the_docs_are_the_stored_run():
+    """docs/training.md's kd_prestage paragraph quotes docs/measured/ablation_candidates.json (the run its command made)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = json.loads((root / "docs" / "measured" / "ablation_candidates.json").read_text())
+    by = {r["name"]: r for r in result["rows"]}
+    comps = {(c["a"], c["b"], c["set"]): c for c in result["meta"]["comparisons"]}
+    text = " ".join((root / "docs" / "training.md").read_text().split())
+    pre, tta, alone = by["kd_prestage"], by["kd_tta"], by["student"]
+    assert f"{pre['PSNR']:.2f} +- {pre['PSNR_sd']:.2f} dB on the target slices against {tta['PSNR']:.2f}" in text
+    assert f"{alone['PSNR']:.2f} for the student alone" in text
+    c = comps[("kd_prestage", "kd_tta", "scored")]
+    assert f"paired {c['mean']:.2f} dB, interval {c['lo']:.2f} to {c['hi']:.2f}" in text
+    h = comps[("kd_prestage", "kd_tta", "heldout")]
+    assert f"{h['mean']:.2f} dB against `kd_tta` ({h['lo']:.2f} to {h['hi']:.2f})" in text
+    assert result["settings"]["candidates"] == ["kd_prestage"] and "--candidates kd_prestage" in result["meta"]["command"]
