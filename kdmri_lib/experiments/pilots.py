@@ -333,6 +333,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     k.add_argument("--seeds", type=int, default=3, help="seeds per learned row (default: 3)")
     k.add_argument("--repeats", type=int, default=2, help="timed passes per measurement (default: 2)")
     k.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    k.add_argument("--out", default=None, help="also write the result to this JSON file")
     k.add_argument("--no-teacher-step", action="store_true",
                    help="skip the teacher's training step (the paper teacher's needs more than 24 GiB on a CPU)")
     a = p.parse_args(argv)
@@ -352,8 +353,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 check_choice("--teacher-preset", a.teacher_preset, PRESETS)
             for name in ("steps", "seeds", "repeats"):
                 check_int(f"--{name}", getattr(a, name), minimum=1)
-            step_cost(a.preset, a.teacher_preset, a.steps, a.seeds, repeats=a.repeats, device=a.device,
-                      teacher_step=not a.no_teacher_step, log=lambda m: print(m, flush=True))
+            out = step_cost(a.preset, a.teacher_preset, a.steps, a.seeds, repeats=a.repeats, device=a.device,
+                            teacher_step=not a.no_teacher_step, log=lambda m: print(m, flush=True))
+            if a.out:
+                import json
+                import platform
+
+                from kdmri_lib.core.atomic import write_json
+
+                cmd = "python -m kdmri_lib.pilots " + " ".join(argv if argv is not None else sys.argv[1:])
+                def clean(v):   # NaN (not measured) as null
+                    if isinstance(v, dict):
+                        return {k: clean(x) for k, x in v.items()}
+                    return None if isinstance(v, float) and v != v else v
+                write_json(a.out, {**clean(out), "command": cmd, "torch": str(torch.__version__), "machine": platform.machine(),
+                                   "note": "null: not measured (--no-teacher-step)"})
         elif a.what == "confidence":
             confidence_pilot(a.data, a.checkpoint)
         else:

@@ -44,3 +44,20 @@ def test_step_cost_multiplies_the_measured_steps_out(capsys):
     assert h["teacher pre-training"] == pytest.approx(round(3 * 100 * t["teacher_b1"] / 3600, 1), abs=0.051)
     assert "[pilot] step cost at 48x40 k-space, 32x32 images" in capsys.readouterr().out
     assert pilots.main(["step-cost", "--preset", "huge"]) == 2
+
+
+def test_the_knee_cost_in_the_docs_is_the_stored_measurement():
+    """docs/training.md's expected cost of the knee protocol quotes docs/measured/step_cost_paper_cpu.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    m = json.loads((root / "docs" / "measured" / "step_cost_paper_cpu.json").read_text())
+    text = " ".join((root / "docs" / "training.md").read_text().split())
+    t, h = m["seconds_per_step"], m["hours"]
+    assert f"takes {t['student_b1']:.2f} s (batch 1) and {t['student_b2']:.2f} s (batch 2), of the paper U-Net " \
+           f"{t['unet_b1']:.2f} s" in text
+    assert f"flip-averaged label of one slice {t['teacher_label_tta']:.1f} s" in text
+    assert f"{h['student']:.1f} hours for the student alone and {h['unet']:.1f} for the U-Net" in text
+    assert f"{h['kd_output']:.0f} hours for `kd_output`" in text and f"{h['kd_tta']:.0f} for a row" in text
+    assert m["steps_per_row"] == 50000 and m["seeds"] == 3 and "--preset paper" in m["command"]
