@@ -6,6 +6,7 @@
     python -m kdmri_lib.pilots tta --checkpoint runs/bench/kd_output/seed0/last.pt
     python -m kdmri_lib.pilots confidence --checkpoint runs/bench/kd_output/seed0/last.pt
     python -m kdmri_lib.pilots step-cost --preset paper --steps 50000
+    python -m kdmri_lib.pilots regions --models sr4_student_tiny,sr4_teacher_source_small,sr4_unet_tiny
 
 ``correction`` fine-tunes the protocol's teacher (``pretrained:sr4_teacher_source_small``) on the
 target references alone — no student, so that the question is only "can 12 references correct this
@@ -22,6 +23,8 @@ uncertainty weights and without them. ``step-cost`` times one training step of e
 knee protocol's size (``cs`` x4 on fastMRI's 640 x 368 raw k-space, 320 x 320 images; random data,
 the cost does not depend on it) and the teacher's flip-averaged label, and multiplies them out to the
 knee ablation's cost for a number of steps per row (``docs/training.md``, *At the paper's scale*).
+``regions`` splits each zoo model's squared error on the demo validation slices into the head
+(target above 5 % of the volume maximum) and the air around it, with SSIM per region.
 
 Both print one line per measurement; the validation slices are never trained on.
 """
@@ -39,7 +42,7 @@ from torch import nn
 from kdmri_lib.core.errors import KdmriError, check_float, check_int
 
 __all__ = ["contrast_sets", "score_by_contrast", "correction_pilot", "tta_pilot", "confidence_pilot", "step_cost",
-           "main"]
+           "regions_pilot", "main"]
 
 #: file-name patterns of the demo's two contrasts (sagittal target domain)
 CONTRASTS = {"T1": "mni152_sagittal_*", "T2": "mni152t2_sagittal_*"}
@@ -305,6 +308,46 @@ def step_cost(preset: str = "paper", teacher_preset: Optional[str] = None, steps
     return out
 
 
+def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student_tiny", "sr4_teacher_source_small"),
+                  split: str = "val", threshold: float = 0.05, log=print) -> dict:
+    """Where each zoo model's error is: the head (target > ``threshold`` x the volume maximum) or the air.
+
+    Per model, slice by slice over ``split`` (sr x4), then averaged over slices: ``PSNR`` (the
+    volume maximum as the peak, as fastMRI's), ``PSNR_head`` / ``PSNR_air`` (the same peak, the
+    mean squared error of that region alone), ``air_share`` (the air's part of the summed squared
+    error). Analysis only: the validation slices are never trained on.
+    """
+    import math
+
+    import numpy as np
+
+    from kdmri_lib.datasets.data import batch_operator, collate
+    from kdmri_lib.engine.reconstruct import open_split
+    from kdmri_lib.pretrained import load
+
+    ds = open_split(data, "sr", 4, split)
+    out = {}
+    for name in models:
+        model, _ = load(name)
+        rows, se_air, se_all = [], 0.0, 0.0
+        with torch.no_grad():
+            for i in range(len(ds)):
+                b = collate([ds[i]])
+                pred = model(b["y"], batch_operator(b, "sr", 4))[0, 0].double()
+                x = b["target"][0, 0].double()
+                peak2 = (float(b["max"][0]) / float(b["scale"][0])) ** 2
+                head = x > threshold * math.sqrt(peak2)
+                err = (pred - x) ** 2
+                rows.append([10 * math.log10(peak2 / float(e.mean())) for e in (err, err[head], err[~head])])
+                se_air += float(err[~head].sum()) * float(b["scale"][0]) ** 2
+                se_all += float(err.sum()) * float(b["scale"][0]) ** 2
+        m = np.mean(rows, axis=0)
+        out[name] = {"PSNR": round(float(m[0]), 3), "PSNR_head": round(float(m[1]), 3), "PSNR_air": round(float(m[2]), 3),
+                     "air_share": round(se_air / se_all, 4)}
+        log(f"[pilot] {name}: {out[name]} ({len(ds)} {split} slices)")
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kdmri_lib.pilots", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -336,6 +379,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     k.add_argument("--out", default=None, help="also write the result to this JSON file")
     k.add_argument("--no-teacher-step", action="store_true",
                    help="skip the teacher's training step (the paper teacher's needs more than 24 GiB on a CPU)")
+    r = sub.add_parser("regions", help="each zoo model's squared error in the head and in the air around it")
+    r.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
+    r.add_argument("--models", default="sr4_student_tiny,sr4_teacher_source_small,sr4_unet_tiny",
+                   help="comma-separated zoo names")
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
@@ -368,6 +415,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     return None if isinstance(v, float) and v != v else v
                 write_json(a.out, {**clean(out), "command": cmd, "torch": str(torch.__version__), "machine": platform.machine(),
                                    "note": "null: not measured (--no-teacher-step)"})
+        elif a.what == "regions":
+            regions_pilot(a.data, [m.strip() for m in a.models.split(",") if m.strip()])
         elif a.what == "confidence":
             confidence_pilot(a.data, a.checkpoint)
         else:

@@ -61,3 +61,27 @@ def test_the_knee_cost_in_the_docs_is_the_stored_measurement():
     assert f"{h['student']:.1f} hours for the student alone and {h['unet']:.1f} for the U-Net" in text
     assert f"{h['kd_output']:.0f} hours for `kd_output`" in text and f"{h['kd_tta']:.0f} for a row" in text
     assert m["steps_per_row"] == 50000 and m["seeds"] == 3 and "--preset paper" in m["command"]
+
+
+def test_regions_pilot_splits_the_error_and_the_docs_quote_it(demo_dir):
+    """The head / air split of the zoo models' error (docs/training.md quotes this measurement)."""
+    from pathlib import Path
+
+    lines = []
+    out = pilots.regions_pilot(str(demo_dir), ("sr4_student_tiny", "sr4_teacher_source_small", "sr4_unet_tiny"),
+                               log=lines.append)
+    from kdmri_lib.pretrained.index import card
+
+    text = " ".join((Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text().split())
+    for name, r in out.items():
+        assert r["PSNR"] == pytest.approx(card(name)["metrics"]["PSNR"], abs=0.05)   # the zoo card's own score
+        assert r["PSNR_head"] < r["PSNR"] < r["PSNR_air"] and 0 < r["air_share"] < 1
+    import re
+
+    m = re.search(r"the student (\d+\.\d+) dB in the head and (\d+\.\d+) in the air, the teacher (\d+\.\d+) and (\d+\.\d+), "
+                  r"the U-Net (\d+\.\d+) and (\d+\.\d+)", text)
+    assert m, "docs/training.md: the regions sentence is missing"
+    measured = [out[n][k] for n in ("sr4_student_tiny", "sr4_teacher_source_small", "sr4_unet_tiny")
+                for k in ("PSNR_head", "PSNR_air")]
+    assert [float(v) for v in m.groups()] == pytest.approx(measured, abs=0.011)
+    assert len(lines) == 3
