@@ -61,7 +61,8 @@ from torch.utils.data import Dataset
 
 from kdmri_lib.core.errors import ConfigError, DataError, check_choice, check_int, first_line
 from kdmri_lib.datasets.data_files import READ_ERRORS as _READ_ERRORS
-from kdmri_lib.datasets.data_files import check_patterns, list_h5, load_slice, select_files, slice_image, split_dir  # noqa: F401
+from kdmri_lib.datasets.data_files import (  # noqa: F401
+    check_patterns, list_h5, load_slice, scaled_sample, select_files, slice_image, split_dir)
 from kdmri_lib.mri import masks as _masks
 from kdmri_lib.mri.fastmri_format import check_file
 from kdmri_lib.mri.physics import TASKS, Operator, build_operator
@@ -157,20 +158,7 @@ class SliceTransform:
         except ConfigError as e:
             raise ConfigError(f"{fname}: k-space {tuple(kspace.shape)}: {e}") from None
         y = op.measure(kspace[None, None])
-        init = op.initial(y)
-        scale = float(init.abs().max())
-        if not np.isfinite(scale) or scale <= 0:
-            raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
-        return {
-            "y": (y / scale)[0],
-            "initial": (init / scale)[0],
-            "target": (target[None] / scale).to(torch.float32),
-            "scale": torch.tensor(scale, dtype=torch.float32),
-            "max": torch.tensor(vol_max if vol_max is not None else float(target.max()), dtype=torch.float32),
-            "fname": str(fname),
-            "slice_num": int(slice_num),
-            "mask": op.mask.reshape(1, 1, -1).clone(),
-        }
+        return scaled_sample(op, y, target, vol_max if vol_max is not None else float(target.max()), fname, slice_num)
 
     def make_measured_sample(self, kspace, mask, attrs, fname: str, slice_num: int, recon=None) -> dict:
         """``cs`` on a file that stores an under-sampled acquisition (fastMRI's test split): the
@@ -434,7 +422,7 @@ def collate(samples: Sequence[dict]) -> dict:
     samples = list(samples)
     try:
         return torch.utils.data.default_collate(samples)
-    except RuntimeError as e:
+    except RuntimeError:
         shapes = {}
         for s in samples:
             if isinstance(s, Mapping) and isinstance(s.get("y"), torch.Tensor):

@@ -24,6 +24,30 @@ __all__ = ["list_h5", "split_dir", "check_patterns", "select_files", "slice_imag
 READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, EOFError)
 
 
+def scaled_sample(op, y: torch.Tensor, target: torch.Tensor, vol_max: float, fname: str, slice_num: int) -> dict:
+    """The sample of a ``cs`` measurement ``y`` ``(1, 1, Hk, Wk)`` with its operator (raw k-space, masked):
+    ``y`` and ``initial = op.initial(y)`` divided by the starting image's maximum (``scale``), the
+    ``(H, W)`` ``target`` likewise, ``max`` = ``vol_max``, the operator's mask ``(1, 1, Wk)``.
+
+    Raises:
+        DataError: the starting image is empty (an all-zero slice).
+    """
+    init = op.initial(y)
+    scale = float(init.abs().max())
+    if not np.isfinite(scale) or scale <= 0:
+        raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
+    return {
+        "y": (y / scale)[0],
+        "initial": (init / scale)[0],
+        "target": (target[None] / scale).to(torch.float32),
+        "scale": torch.tensor(scale, dtype=torch.float32),
+        "max": torch.tensor(float(vol_max), dtype=torch.float32),
+        "fname": str(fname),
+        "slice_num": int(slice_num),
+        "mask": op.mask.reshape(1, 1, -1).clone(),
+    }
+
+
 def list_h5(root: str | os.PathLike) -> list[Path]:
     """The ``.h5`` files of a folder, sorted; clear errors for a missing or empty folder."""
     root = Path(root)

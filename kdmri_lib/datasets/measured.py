@@ -3,7 +3,8 @@
 fastMRI publishes its test split as it was acquired: each file stores the under-sampled k-space
 (zero in the columns not measured), its column ``mask`` and ``attrs["acceleration"]`` (4 or 8), and
 no ``reconstruction_esc``. :func:`pool_files` picks the files of such a split that can be the pool of
-the few-references protocol (:func:`kdmri_lib.datasets.data.pool_dataset` opens them; ``TrainConfig.pool_split``); :func:`measured_sample` is
+the few-references protocol (:func:`kdmri_lib.datasets.data.pool_dataset` opens them;
+``TrainConfig.pool_split``); :func:`measured_sample` is
 what :class:`~kdmri_lib.datasets.data.SliceTransform` yields for one of its slices (the stored mask,
 not a new one: masking it again would measure a subset of a subset). Shapes as in
 :mod:`kdmri_lib.datasets.data`: ``y`` ``(1, Hk, Wk)`` complex, ``initial`` / ``target`` ``(1, H, W)``,
@@ -23,6 +24,7 @@ import torch
 from kdmri_lib.core.errors import DataError, check_choice, check_int, first_line
 from kdmri_lib.datasets.data_files import READ_ERRORS as _READ_ERRORS
 from kdmri_lib.datasets.data_files import check_patterns, list_h5, select_files, split_dir
+from kdmri_lib.datasets.data_files import scaled_sample
 from kdmri_lib.mri.fastmri_format import check_file
 from kdmri_lib.mri.physics import TASKS, build_operator
 
@@ -65,21 +67,9 @@ def measured_sample(kspace, mask, attrs, fname: str, slice_num: int, task: str, 
     mask_t = torch.from_numpy(m)
     op = build_operator("cs", factor, shape, mask=mask_t, kspace_shape=tuple(kspace_t.shape))
     y = kspace_t[None, None] * mask_t
-    init = op.initial(y)
-    scale = float(init.abs().max())
-    if not np.isfinite(scale) or scale <= 0:
-        raise DataError(f"{fname}: slice {slice_num} is all zeros (its starting image is empty); nothing to reconstruct")
-    return {
-        "y": (y / scale)[0],
-        "initial": (init / scale)[0],
-        "target": torch.zeros((1, *shape), dtype=torch.float32),
-        "scale": torch.tensor(scale, dtype=torch.float32),
-        "max": torch.tensor(0.0),
-        "fname": str(fname),
-        "slice_num": int(slice_num),
-        "mask": mask_t.reshape(1, 1, -1).clone(),
-        "labelled": torch.tensor(0.0),
-    }
+    sample = scaled_sample(op, y, torch.zeros(shape), 0.0, fname, slice_num)
+    sample["labelled"] = torch.tensor(0.0)
+    return sample
 
 
 def pool_files(data_dir: str | os.PathLike, split: str, task: str, factor: int,

@@ -403,7 +403,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = step_cost(a.preset, a.teacher_preset, a.steps, a.seeds, repeats=a.repeats, device=a.device,
                             teacher_step=not a.no_teacher_step, log=lambda m: print(m, flush=True))
             if a.out:
-                import json
                 import platform
 
                 from kdmri_lib.core.atomic import write_json
