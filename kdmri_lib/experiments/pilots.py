@@ -7,6 +7,7 @@
     python -m kdmri_lib.pilots confidence --checkpoint runs/bench/kd_output/seed0/last.pt
     python -m kdmri_lib.pilots step-cost --preset paper --steps 50000
     python -m kdmri_lib.pilots regions --models sr4_student_tiny,sr4_teacher_source_small,sr4_unet_tiny
+    python -m kdmri_lib.pilots regions --split heldout --dc --models zero_filled,sr4_student_tiny,sr4_unet_tiny
 
 ``correction`` fine-tunes the protocol's teacher (``pretrained:sr4_teacher_source_small``) on the
 target references alone — no student, so that the question is only "can 12 references correct this
@@ -23,8 +24,10 @@ uncertainty weights and without them. ``step-cost`` times one training step of e
 knee protocol's size (``cs`` x4 on fastMRI's 640 x 368 raw k-space, 320 x 320 images; random data,
 the cost does not depend on it) and the teacher's flip-averaged label, and multiplies them out to the
 knee ablation's cost for a number of steps per row (``docs/training.md``, *At the paper's scale*).
-``regions`` splits each zoo model's squared error on the demo validation slices into the head
-(target above 5 % of the volume maximum) and the air around it, with SSIM per region.
+``regions`` splits each zoo model's (or zero-filling's) squared error on the demo validation slices
+(``--split heldout``: the held-out real scan) into the head (target above 5 % of the volume maximum)
+and the air around it, and the head into its 5-pixel rim and its interior; ``--dc`` also scores each
+output after a data-consistency projection.
 
 Both print one line per measurement; the validation slices are never trained on.
 """
@@ -308,42 +311,92 @@ def step_cost(preset: str = "paper", teacher_preset: Optional[str] = None, steps
     return out
 
 
-def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student_tiny", "sr4_teacher_source_small"),
-                  split: str = "val", threshold: float = 0.05, log=print) -> dict:
-    """Where each zoo model's error is: the head (target > ``threshold`` x the volume maximum) or the air.
+def project_onto_measurements(pred: torch.Tensor, y: torch.Tensor, op) -> torch.Tensor:
+    """Post-hoc data consistency for a magnitude estimate ``pred`` ``(B, 1, H, W)``: give it the
+    phase of ``A^H y``, replace what was measured with the measurement (``z - A^H A z + A^H y``;
+    ``A A^H = I``) and return the magnitude. Analysis only (the pilots' ``--dc``)."""
+    from kdmri_lib.mri.physics import to_complex
 
-    Per model, slice by slice over ``split`` (sr x4), then averaged over slices: ``PSNR`` (the
-    volume maximum as the peak, as fastMRI's), ``PSNR_head`` / ``PSNR_air`` (the same peak, the
-    mean squared error of that region alone), ``air_share`` (the air's part of the summed squared
-    error). Analysis only: the validation slices are never trained on.
-    """
+    base = to_complex(op.adjoint(y))
+    z = to_complex(pred).reshape(base.shape) * (base / base.abs().clamp_min(1e-12))
+    return (z - op.adjoint(op.forward(z)) + base).abs().reshape(pred.shape)
+
+
+def _region_masks(x: torch.Tensor, peak: float, threshold: float, rim: int) -> tuple:
+    """``(head, rim, interior)`` masks of a target ``(1, 1, H, W)``: the head is above ``threshold``
+    x ``peak``; its rim the head pixels within ``rim`` pixels (Chebyshev) of the air."""
+    import torch.nn.functional as F
+
+    head = x > threshold * peak
+    inner = -F.max_pool2d(-head.double(), 2 * rim + 1, 1, rim) > 0.5
+    return head, head & ~inner, inner
+
+
+def _region_psnrs(pred: torch.Tensor, x: torch.Tensor, peak: float, masks: tuple) -> list[float]:
+    """PSNR of the whole slice, the head, the air, the head's rim and its interior (peak ``peak``)."""
     import math
 
+    head, rim, inner = masks
+    err = (pred.double() - x) ** 2
+    return [10 * math.log10(peak ** 2 / float(e.mean())) for e in (err, err[head], err[~head], err[rim], err[inner])]
+
+
+def _regions_model(name: str):
+    """A zoo name, a candidate built into ``runs/pretrained/candidates`` (``make pretrained``'s
+    ``--only CANDIDATE``), or a parameter-free baseline (``zero_filled``, ``bicubic``, ...) of sr x4."""
+    from kdmri_lib.models import BASELINES, build_model
+    from kdmri_lib.pretrained import MANIFEST, load, names
+    from kdmri_lib.pretrained.build import CANDIDATE_ZOO, CANDIDATES
+
+    if name in BASELINES:
+        return build_model(name, "tiny", "sr", 4)
+    where = CANDIDATE_ZOO / MANIFEST.name if name in CANDIDATES and name not in names() else MANIFEST
+    return load(name, manifest_path=where)[0].eval()
+
+
+def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student_tiny", "sr4_teacher_source_small"),
+                  split: str = "val", threshold: float = 0.05, dc: bool = False, rim: int = 5, log=print) -> dict:
+    """Where each model's error is: the head (target > ``threshold`` x the volume maximum) or the air.
+
+    ``models``: zoo names or parameter-free baselines (``zero_filled``). Per model, slice by slice
+    over ``split`` (``val`` or ``heldout``; sr x4), then averaged over slices: ``PSNR`` (the volume
+    maximum as the peak, as fastMRI's), ``PSNR_head`` / ``PSNR_air`` (the same peak, the mean
+    squared error of that region alone), ``PSNR_rim`` / ``PSNR_interior`` (the head's pixels
+    within ``rim`` pixels of the air, and the rest of the head), ``air_share`` (the air's part of
+    the summed squared error). With ``dc`` each PSNR again with the suffix ``_dc``: the same after
+    :func:`project_onto_measurements` (what a final data-consistency step would change). Analysis
+    only: these slices are never trained on.
+    """
     import numpy as np
 
     from kdmri_lib.datasets.data import batch_operator, collate
     from kdmri_lib.engine.reconstruct import open_split
-    from kdmri_lib.pretrained import load
 
     ds = open_split(data, "sr", 4, split)
     out = {}
     for name in models:
-        model, _ = load(name)
-        rows, se_air, se_all = [], 0.0, 0.0
+        model = _regions_model(name)
+        rows, rows_dc, se_air, se_all = [], [], 0.0, 0.0
         with torch.no_grad():
             for i in range(len(ds)):
                 b = collate([ds[i]])
-                pred = model(b["y"], batch_operator(b, "sr", 4))[0, 0].double()
-                x = b["target"][0, 0].double()
-                peak2 = (float(b["max"][0]) / float(b["scale"][0])) ** 2
-                head = x > threshold * math.sqrt(peak2)
-                err = (pred - x) ** 2
-                rows.append([10 * math.log10(peak2 / float(e.mean())) for e in (err, err[head], err[~head])])
-                se_air += float(err[~head].sum()) * float(b["scale"][0]) ** 2
+                op = batch_operator(b, "sr", 4)
+                pred = model(b["y"], op)
+                x = b["target"].double()
+                peak = float(b["max"][0]) / float(b["scale"][0])
+                masks = _region_masks(x, peak, threshold, rim)
+                rows.append(_region_psnrs(pred, x, peak, masks))
+                if dc:
+                    rows_dc.append(_region_psnrs(project_onto_measurements(pred, b["y"], op), x, peak, masks))
+                err = (pred.double() - x) ** 2
+                se_air += float(err[~masks[0]].sum()) * float(b["scale"][0]) ** 2
                 se_all += float(err.sum()) * float(b["scale"][0]) ** 2
         m = np.mean(rows, axis=0)
-        out[name] = {"PSNR": round(float(m[0]), 3), "PSNR_head": round(float(m[1]), 3), "PSNR_air": round(float(m[2]), 3),
-                     "air_share": round(se_air / se_all, 4)}
+        keys = ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior")
+        out[name] = {k: round(float(v), 3) for k, v in zip(keys, m)} | {"air_share": round(se_air / se_all, 4)}
+        if dc:
+            d = np.mean(rows_dc, axis=0)
+            out[name] |= {f"{k}_dc": round(float(v), 3) for k, v in zip(keys, d)}
         log(f"[pilot] {name}: {out[name]} ({len(ds)} {split} slices)")
     return out
 
@@ -382,7 +435,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r = sub.add_parser("regions", help="each zoo model's squared error in the head and in the air around it")
     r.add_argument("--data", default="data/demo", help="demo data folder (default: data/demo)")
     r.add_argument("--models", default="sr4_student_tiny,sr4_teacher_source_small,sr4_unet_tiny",
-                   help="comma-separated zoo names")
+                   help="comma-separated zoo names or baselines (zero_filled)")
+    r.add_argument("--split", choices=("val", "heldout"), default="val", help="which slices (default: val)")
+    r.add_argument("--dc", action="store_true", help="also score each output after a data-consistency projection")
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
@@ -415,7 +470,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 write_json(a.out, {**clean(out), "command": cmd, "torch": str(torch.__version__), "machine": platform.machine(),
                                    "note": "null: not measured (--no-teacher-step)"})
         elif a.what == "regions":
-            regions_pilot(a.data, [m.strip() for m in a.models.split(",") if m.strip()])
+            regions_pilot(a.data, [m.strip() for m in a.models.split(",") if m.strip()], split=a.split, dc=a.dc)
         elif a.what == "confidence":
             confidence_pilot(a.data, a.checkpoint)
         else:

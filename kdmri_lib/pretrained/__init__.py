@@ -78,13 +78,47 @@ def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
     for e in m["models"]:
         v, h = e.get("metrics"), e.get("heldout")
         on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
+        on += " + natural images 1:1" if e.get("natural") else ""
         lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}) | {on} | {e.get('params', 0) / 1e6:.3f} M | "
                      f"{e['steps']} | {e['seconds']:.0f} | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
                      f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
     return "\n".join(lines)
 
 
+#: cards of measured candidates that are not shipped (``build.CANDIDATES``), kept without their weights
+CANDIDATE_CARDS = Path(__file__).resolve().parents[2] / "docs" / "measured" / "zoo_candidates.json"
+
+
+def margin_table(reference: str = "sr4_student_tiny", manifest_path: Optional[str | os.PathLike] = None,
+                 candidates: Optional[str | os.PathLike] = CANDIDATE_CARDS) -> str:
+    """Every learned model of the zoo (and of the candidates' cards, when that file exists) against
+    the student trained alone (``reference``) and zero-filling, on the demo validation slices and
+    on the held-out real scan: PSNR and the differences, from the cards (docs/training.md's
+    margin table is this text; a test checks that they agree)."""
+    m = manifest(manifest_path or MANIFEST)
+    rows = [(e, "") for e in m["models"]]
+    if candidates is not None and Path(candidates).is_file():
+        rows += [(e, " (candidate, not shipped)") for e in manifest(candidates)["models"]]
+    ref = next(e for e, _ in rows if e["name"] == reference)
+    zf = m.get("baselines", {}).get(f"{ref['task']}{ref['factor']}_zero_filled", {})
+    lines = [f"| model | trained on | demo val PSNR | - `{reference}` | held-out PSNR | - `{reference}` | - zero-filled |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for e, note in rows:
+        if e["name"] == reference or (e["task"], e["factor"]) != (ref["task"], ref["factor"]):
+            continue
+        v, h = e["metrics"]["PSNR"], e["heldout"]["PSNR"]
+        on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
+        on += " + natural images 1:1" if e.get("natural") else ""
+        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}){note} | {on} | {v:.2f} | "
+                     f"{v - ref['metrics']['PSNR']:+.2f} | {h:.2f} | {h - ref['heldout']['PSNR']:+.2f} | "
+                     f"{h - zf['heldout']['PSNR']:+.2f} |")
+    lines.append(f"| `{reference}` (reference) | every training file | {ref['metrics']['PSNR']:.2f} | | "
+                 f"{ref['heldout']['PSNR']:.2f} | | {ref['heldout']['PSNR'] - zf['heldout']['PSNR']:+.2f} |")
+    return "\n".join(lines)
+
+
 README_START, README_END = "<!-- zoo:start -->", "<!-- zoo:end -->"
+MARGIN_START, MARGIN_END = "<!-- margin:start -->", "<!-- margin:end -->"
 ABLATION_START, ABLATION_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 #: the default run of ``make bench-distill``, shipped so that notebook 05 and the README show it
 ABLATION = ZOO_DIR / "ablation.json"
@@ -116,15 +150,21 @@ def _replace_block(text: str, start: str, end: str, new: str) -> str:
 
 
 def update_readme(path: str | os.PathLike, manifest_path: Optional[str | os.PathLike] = None) -> bool:
-    """Write :func:`markdown_table` between the zoo markers of ``path`` and :func:`ablation_summary`
-    between its ablation markers (when it has them); True if it changed."""
+    """Write :func:`markdown_table` between the zoo markers of ``path``, :func:`ablation_summary`
+    between its ablation markers and :func:`margin_table` between its margin markers (each block
+    only where ``path`` has its markers; at least one); True if it changed."""
     from kdmri_lib.core.atomic import write_text
 
     p = Path(path)
-    text = p.read_text()
-    new_text = _replace_block(text, README_START, README_END, markdown_table(manifest_path))
-    if ABLATION_START in new_text and ABLATION_END in new_text:
-        new_text = _replace_block(new_text, ABLATION_START, ABLATION_END, ablation_summary())
+    text = new_text = p.read_text()
+    blocks = ((README_START, README_END, lambda: markdown_table(manifest_path)),
+              (ABLATION_START, ABLATION_END, ablation_summary),
+              (MARGIN_START, MARGIN_END, lambda: margin_table(manifest_path=manifest_path)))
+    found = [(a, b, make) for a, b, make in blocks if a in text and b in text]
+    if not found:
+        raise ValueError(f"{p}: no generated block ({', '.join(a for a, _, _ in blocks)}) to write")
+    for a, b, make in found:
+        new_text = _replace_block(new_text, a, b, make())
     if new_text == text:
         return False
     write_text(p, new_text)

@@ -33,6 +33,10 @@ from kdmri_lib.pretrained import MANIFEST, ZOO_DIR, manifest, sha256_file
 ZOO: dict[str, dict] = {
     "sr4_student_tiny": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_unet_tiny": {"mode": "unet", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    # the paper's recipe, natural images mixed 1:1 with the MRI slices: unlike sr4_unet_tiny it stays
+    # above zero-filling on the held-out real scan (docs/training.md, *The teacher's margin*)
+    "sr4_unet_tiny_natural": {"mode": "unet", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
+                              "steps_per_epoch": 500, "natural": True},
     "sr4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "sr4_teacher_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                           "steps_per_epoch": 500},
@@ -44,6 +48,17 @@ ZOO: dict[str, dict] = {
     "sr4_teacher_source_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 300, "train_files": ["*_axial_*", "*_coronal_*"]},
 }
+#: measured candidates that are not shipped (docs/training.md, *The teacher's margin*): the paper's
+#: recipe, natural images mixed 1:1 with the MRI slices. ``--only NAME`` builds one into
+#: ``runs/pretrained/candidates`` (its own manifest) unless ``--zoo`` says otherwise; a plain
+#: ``make pretrained`` never trains them.
+CANDIDATES: dict[str, dict] = {
+    "sr4_teacher_small_natural": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
+                                  "steps_per_epoch": 500, "natural": True},
+    "sr4_student_tiny_natural": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
+                                 "steps_per_epoch": 500, "natural": True},
+}
+CANDIDATE_ZOO = Path("runs/pretrained/candidates")
 #: the zoo's size limit (package data)
 MAX_BYTES = 25 * 1024 * 1024
 
@@ -60,13 +75,14 @@ def data_identity(data_dir: str | Path) -> dict:
 
 
 def command_for(name: str, data: str) -> str:
+    """The command that (re)builds entry ``name`` (a candidate goes to :data:`CANDIDATE_ZOO` by default)."""
     return f"python -m kdmri_lib.pretrained.build --data {shlex.quote(str(data))} --only {name}"
 
 
 def train_config(name: str, data: str, work: str | Path, seed: int = 0, device: str = "cpu", progress: bool = True):
     from kdmri_lib.engine.train import TrainConfig
 
-    spec = ZOO[name]
+    spec = {**ZOO, **CANDIDATES}[name]
     return TrainConfig(data_dir=str(data), out_dir=str(Path(work) / name), seed=seed, device=device, resume=True,
                        progress=progress, verbose=True, val_slices=None, **spec).validate()
 
@@ -114,6 +130,7 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
         "seconds": round(float(sum(h.get("seconds", 0.0) for h in hist)), 1), "seed": int(seed),
         "torch": str(torch.__version__), "threads": torch.get_num_threads(),
         "train_files": ck["train_config"].get("train_files"),   # None: every training file
+        "natural": bool(ck["train_config"].get("natural", False)),   # natural images mixed 1:1
         "recipe": {k: ck["train_config"][k] for k in ("lr", "warmup_steps", "batch_size", "schedule", "epochs",
                                                       "steps_per_epoch")},
         "curve": [[int(h.get("global_step", (i + 1) * cfg.steps_per_epoch)), round(float(h["val_PSNR"]), 4)]
@@ -155,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="data/demo", help="demo data folder (built by `make data`)")
     p.add_argument("--work", default="runs/pretrained", help="training runs (resumable) go to WORK/NAME")
-    p.add_argument("--zoo", default=str(ZOO_DIR), help="folder of manifest.json and the checkpoints")
-    p.add_argument("--only", default=None, help=f"comma-separated entries ({', '.join(ZOO)})")
+    p.add_argument("--zoo", default=None, help=f"folder of manifest.json and the checkpoints (default: {ZOO_DIR} for "
+                   f"the zoo's entries, {CANDIDATE_ZOO} for the candidates)")
+    p.add_argument("--only", default=None, help=f"comma-separated entries ({', '.join(ZOO)}; candidates, not shipped: "
+                                                f"{', '.join(CANDIDATES)})")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (the cards record it)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 for a background build)")
@@ -171,12 +190,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    zoo = Path(args.zoo)
     todo = [n.strip() for n in args.only.split(",")] if args.only else list(ZOO)
-    unknown = [n for n in todo if n not in ZOO]
+    unknown = [n for n in todo if n not in ZOO and n not in CANDIDATES]
     if unknown:
-        print(f"error: unknown zoo entry {', '.join(unknown)}; known: {', '.join(ZOO)}", file=sys.stderr)
+        print(f"error: unknown zoo entry {', '.join(unknown)}; known: {', '.join(ZOO)}; candidates: "
+              f"{', '.join(CANDIDATES)}", file=sys.stderr)
         return 2
+    if args.zoo is None and any(n in CANDIDATES for n in todo) and any(n in ZOO for n in todo):
+        print("error: --only mixes shipped entries and candidates; build them in two calls (or give --zoo)",
+              file=sys.stderr)
+        return 2
+    zoo = Path(args.zoo) if args.zoo else (CANDIDATE_ZOO if todo[0] in CANDIDATES else ZOO_DIR)
+    zoo.mkdir(parents=True, exist_ok=True)
     try:
         old = manifest(zoo / MANIFEST.name)
         entries = {e["name"]: e for e in old["models"]}
@@ -184,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in todo:
             t0 = time.time()
             entries[name] = build_entry(name, args.data, args.work, zoo, args.seed, args.device, not args.no_progress)
-            spec = ZOO[name]
+            spec = {**ZOO, **CANDIDATES}[name]
             if not any(k.startswith(f"{spec['task']}{spec['factor']}_") for k in baselines):
                 baselines.update(baseline_metrics(args.data, spec["task"], spec["factor"]))
             write_manifest(list(entries.values()), zoo, baselines)

@@ -63,25 +63,61 @@ def test_the_knee_cost_in_the_docs_is_the_stored_measurement():
     assert m["steps_per_row"] == 50000 and m["seeds"] == 3 and "--preset paper" in m["command"]
 
 
-def test_regions_pilot_splits_the_error_and_the_docs_quote_it(demo_dir):
-    """The head / air split of the zoo models' error (docs/training.md quotes this measurement)."""
+def _docs_text():
     from pathlib import Path
 
-    lines = []
-    out = pilots.regions_pilot(str(demo_dir), ("sr4_student_tiny", "sr4_teacher_source_small", "sr4_unet_tiny"),
-                               log=lines.append)
+    return " ".join((Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text().split())
+
+
+def test_regions_pilot_splits_the_error_and_the_docs_quote_it(demo_dir):
+    """The head / air split of the zoo models' error (docs/training.md quotes this measurement)."""
+    import re
+
     from kdmri_lib.pretrained.index import card
 
-    text = " ".join((Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text().split())
+    lines = []
+    names = ("sr4_student_tiny", "sr4_teacher_small", "sr4_unet_tiny")
+    out = pilots.regions_pilot(str(demo_dir), names, log=lines.append)
     for name, r in out.items():
         assert r["PSNR"] == pytest.approx(card(name)["metrics"]["PSNR"], abs=0.05)   # the zoo card's own score
         assert r["PSNR_head"] < r["PSNR"] < r["PSNR_air"] and 0 < r["air_share"] < 1
+    m = re.search(r"the student (\d+\.\d+) dB in the head and (\d+\.\d+) in the air, the teacher (\d+\.\d+) and (\d+\.\d+), "
+                  r"the U-Net (\d+\.\d+) and (\d+\.\d+)\. Most of the teacher's lead is in the air; in the interior of the "
+                  r"head it is below the student \((\d+\.\d+) against (\d+\.\d+) dB\)", _docs_text())
+    assert m, "docs/training.md: the regions sentence is missing"
+    measured = [out[n][k] for n in names for k in ("PSNR_head", "PSNR_air")]
+    measured += [out["sr4_teacher_small"]["PSNR_interior"], out["sr4_student_tiny"]["PSNR_interior"]]
+    assert [float(v) for v in m.groups()] == pytest.approx(measured, abs=0.011)
+    assert out["sr4_teacher_small"]["PSNR_interior"] < out["sr4_student_tiny"]["PSNR_interior"]
+    assert len(lines) == 3
+
+
+def test_regions_pilot_scores_baselines_on_the_heldout_scan_and_the_docs_quote_it(demo_dir):
+    """``--split heldout --dc``: zero-filling's score is the manifest's baseline score, and a
+    data-consistency projection of the zero-filled image is that image (it already is the
+    measurement), so its ``_dc`` scores are the same; a learned model's are not. The rim /
+    interior sentence of docs/training.md is this measurement."""
     import re
 
-    m = re.search(r"the student (\d+\.\d+) dB in the head and (\d+\.\d+) in the air, the teacher (\d+\.\d+) and (\d+\.\d+), "
-                  r"the U-Net (\d+\.\d+) and (\d+\.\d+)", text)
-    assert m, "docs/training.md: the regions sentence is missing"
-    measured = [out[n][k] for n in ("sr4_student_tiny", "sr4_teacher_source_small", "sr4_unet_tiny")
-                for k in ("PSNR_head", "PSNR_air")]
+    from kdmri_lib.pretrained import manifest
+
+    names = ("zero_filled", "sr4_student_tiny", "sr4_teacher_small", "sr4_unet_tiny")
+    out = pilots.regions_pilot(str(demo_dir), names, split="heldout", dc=True, log=lambda m: None)
+    zf = out["zero_filled"]
+    assert zf["PSNR"] == pytest.approx(manifest()["baselines"]["sr4_zero_filled"]["heldout"]["PSNR"], abs=0.05)
+    for k in ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior"):
+        assert zf[f"{k}_dc"] == pytest.approx(zf[k], abs=1e-3)
+    # the head is its rim and its interior: its squared error is between theirs
+    assert min(zf["PSNR_rim"], zf["PSNR_interior"]) < zf["PSNR_head"] < max(zf["PSNR_rim"], zf["PSNR_interior"])
+    unet = out["sr4_unet_tiny"]
+    assert unet["PSNR_dc"] - unet["PSNR"] > 0.1 and unet["PSNR_interior_dc"] < zf["PSNR_interior"]
+    m = re.search(r"rim / interior: zero-filling (\d+\.\d+) / (\d+\.\d+) dB, the student (\d+\.\d+) / (\d+\.\d+), "
+                  r"the teacher (\d+\.\d+) / (\d+\.\d+), the U-Net (\d+\.\d+) / (\d+\.\d+) \((\d+\.\d+) in the interior "
+                  r"after a data-consistency projection\)", _docs_text())
+    assert m, "docs/training.md: the held-out rim / interior sentence is missing"
+    measured = [out[n][k] for n in names for k in ("PSNR_rim", "PSNR_interior")] + [unet["PSNR_interior_dc"]]
     assert [float(v) for v in m.groups()] == pytest.approx(measured, abs=0.011)
-    assert len(lines) == 3
+    t = out["sr4_teacher_small"]
+    assert f"moves the teacher by {t['PSNR_dc'] - t['PSNR']:.2f} dB on the held-out scan" in _docs_text()
+    with pytest.raises(SystemExit):
+        pilots.main(["regions", "--split", "test"])

@@ -144,3 +144,36 @@ def test_readme_results_table_is_the_generated_one(repo_root):
     # ... and its distillation summary is the shipped ablation's
     assert P.readme_block(text, P.ABLATION_START, P.ABLATION_END) == P.ablation_summary()
     assert "sr4_zero_filled (baseline)" in P.markdown_table()
+
+
+def test_a_candidate_builds_into_its_own_zoo_never_the_shipped_one(demo_dir, tmp_path, monkeypatch, capsys):
+    """``--only CANDIDATE`` trains, scores and writes a card into the candidates' zoo (its own
+    manifest); the shipped manifest does not change, and mixing the two kinds is refused."""
+    from kdmri_lib.pretrained import build as B
+
+    monkeypatch.setitem(B.CANDIDATES, "sr4_student_probe", {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4,
+                                                            "epochs": 1, "steps_per_epoch": 2, "natural": True})
+    monkeypatch.setattr(B, "CANDIDATE_ZOO", tmp_path / "candidates")
+    before = P.MANIFEST.read_bytes()
+    assert B.main(["--data", str(demo_dir), "--work", str(tmp_path / "work"), "--only", "sr4_student_probe",
+                   "--no-progress"]) == 0
+    assert P.MANIFEST.read_bytes() == before
+    (card,) = P.manifest(tmp_path / "candidates" / "manifest.json")["models"]
+    assert card["name"] == "sr4_student_probe" and card["natural"] is True and card["steps"] == 2
+    assert P.sha256_file(tmp_path / "candidates" / card["file"]) == card["sha256"]
+    assert "natural images 1:1" in P.markdown_table(tmp_path / "candidates" / "manifest.json")
+    assert B.main(["--only", "sr4_student_probe,sr4_student_tiny"]) == 2
+    assert "mixes shipped entries and candidates" in capsys.readouterr().err
+    assert B.main(["--only", "sr4_nothing"]) == 2
+    assert "candidates: sr4_teacher_small_natural" in capsys.readouterr().err
+
+
+def test_the_docs_margin_table_is_the_generated_one(repo_root):
+    """docs/training.md's teacher-margin table is :func:`kd.pretrained.margin_table` of the cards
+    (the shipped zoo and the candidates' cards), so every difference it quotes is the cards'."""
+    text = (repo_root / "docs" / "training.md").read_text()
+    assert P.readme_block(text, P.MARGIN_START, P.MARGIN_END) == P.margin_table()
+    assert P.CANDIDATE_CARDS.is_file()
+    from kdmri_lib.pretrained.build import CANDIDATES
+
+    assert {e["name"] for e in P.manifest(P.CANDIDATE_CARDS)["models"]} <= set(CANDIDATES)
