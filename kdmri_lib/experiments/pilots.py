@@ -27,7 +27,7 @@ knee ablation's cost for a number of steps per row (``docs/training.md``, *At th
 ``regions`` splits each zoo model's (or zero-filling's) squared error on the demo validation slices
 (``--split heldout``: the held-out real scan) into the head (target above 5 % of the volume maximum)
 and the air around it, and the head into its 5-pixel rim and its interior; ``--dc`` also scores each
-output after a data-consistency projection.
+output after a data-consistency projection, ``--tta`` its flip-averaged prediction.
 
 Both print one line per measurement; the validation slices are never trained on.
 """
@@ -355,7 +355,8 @@ def _regions_model(name: str):
 
 
 def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student_tiny", "sr4_teacher_source_small"),
-                  split: str = "val", threshold: float = 0.05, dc: bool = False, rim: int = 5, log=print) -> dict:
+                  split: str = "val", threshold: float = 0.05, dc: bool = False, rim: int = 5, tta: bool = False,
+                  log=print) -> dict:
     """Where each model's error is: the head (target > ``threshold`` x the volume maximum) or the air.
 
     ``models``: zoo names or parameter-free baselines (``zero_filled``). Per model, slice by slice
@@ -364,7 +365,9 @@ def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student
     squared error of that region alone), ``PSNR_rim`` / ``PSNR_interior`` (the head's pixels
     within ``rim`` pixels of the air, and the rest of the head), ``air_share`` (the air's part of
     the summed squared error). With ``dc`` each PSNR again with the suffix ``_dc``: the same after
-    :func:`project_onto_measurements` (what a final data-consistency step would change). Analysis
+    :func:`project_onto_measurements` (what a final data-consistency step would change); with
+    ``tta`` again with ``_tta``: the flip-averaged prediction
+    (:func:`kdmri_lib.distill.teacher_cache.teacher_tta`, the label a teacher teaches with). Analysis
     only: these slices are never trained on.
     """
     import numpy as np
@@ -372,11 +375,15 @@ def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student
     from kdmri_lib.datasets.data import batch_operator, collate
     from kdmri_lib.engine.reconstruct import open_split
 
+    from kdmri_lib.distill import teacher_tta
+
     ds = open_split(data, "sr", 4, split)
+    keys = ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior")
     out = {}
     for name in models:
         model = _regions_model(name)
-        rows, rows_dc, se_air, se_all = [], [], 0.0, 0.0
+        learned = any(True for _ in model.parameters())
+        rows, se_air, se_all = {}, 0.0, 0.0
         with torch.no_grad():
             for i in range(len(ds)):
                 b = collate([ds[i]])
@@ -385,18 +392,19 @@ def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student
                 x = b["target"].double()
                 peak = float(b["max"][0]) / float(b["scale"][0])
                 masks = _region_masks(x, peak, threshold, rim)
-                rows.append(_region_psnrs(pred, x, peak, masks))
+                variants = {"": pred}
                 if dc:
-                    rows_dc.append(_region_psnrs(project_onto_measurements(pred, b["y"], op), x, peak, masks))
+                    variants["_dc"] = project_onto_measurements(pred, b["y"], op)
+                if tta:   # a baseline's flips average to itself
+                    variants["_tta"] = teacher_tta(model, b["y"], op, first=pred)[0] if learned else pred
+                for suffix, p in variants.items():
+                    rows.setdefault(suffix, []).append(_region_psnrs(p, x, peak, masks))
                 err = (pred.double() - x) ** 2
                 se_air += float(err[~masks[0]].sum()) * float(b["scale"][0]) ** 2
                 se_all += float(err.sum()) * float(b["scale"][0]) ** 2
-        m = np.mean(rows, axis=0)
-        keys = ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior")
-        out[name] = {k: round(float(v), 3) for k, v in zip(keys, m)} | {"air_share": round(se_air / se_all, 4)}
-        if dc:
-            d = np.mean(rows_dc, axis=0)
-            out[name] |= {f"{k}_dc": round(float(v), 3) for k, v in zip(keys, d)}
+        out[name] = {"air_share": round(se_air / se_all, 4)}
+        for suffix, r in rows.items():
+            out[name] |= {f"{k}{suffix}": round(float(v), 3) for k, v in zip(keys, np.mean(r, axis=0))}
         log(f"[pilot] {name}: {out[name]} ({len(ds)} {split} slices)")
     return out
 
@@ -438,6 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="comma-separated zoo names or baselines (zero_filled)")
     r.add_argument("--split", choices=("val", "heldout"), default="val", help="which slices (default: val)")
     r.add_argument("--dc", action="store_true", help="also score each output after a data-consistency projection")
+    r.add_argument("--tta", action="store_true", help="also score each model's flip-averaged prediction")
     a = p.parse_args(argv)
     try:
         if a.what == "correction":
@@ -470,7 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 write_json(a.out, {**clean(out), "command": cmd, "torch": str(torch.__version__), "machine": platform.machine(),
                                    "note": "null: not measured (--no-teacher-step)"})
         elif a.what == "regions":
-            regions_pilot(a.data, [m.strip() for m in a.models.split(",") if m.strip()], split=a.split, dc=a.dc)
+            regions_pilot(a.data, [m.strip() for m in a.models.split(",") if m.strip()], split=a.split, dc=a.dc, tta=a.tta)
         elif a.what == "confidence":
             confidence_pilot(a.data, a.checkpoint)
         else:

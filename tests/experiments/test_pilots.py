@@ -102,7 +102,7 @@ def test_regions_pilot_scores_baselines_on_the_heldout_scan_and_the_docs_quote_i
     from kdmri_lib.pretrained import manifest
 
     names = ("zero_filled", "sr4_student_tiny", "sr4_teacher_small", "sr4_unet_tiny")
-    out = pilots.regions_pilot(str(demo_dir), names, split="heldout", dc=True, log=lambda m: None)
+    out = pilots.regions_pilot(str(demo_dir), names, split="heldout", dc=True, tta=True, log=lambda m: None)
     zf = out["zero_filled"]
     assert zf["PSNR"] == pytest.approx(manifest()["baselines"]["sr4_zero_filled"]["heldout"]["PSNR"], abs=0.05)
     for k in ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior"):
@@ -119,5 +119,9 @@ def test_regions_pilot_scores_baselines_on_the_heldout_scan_and_the_docs_quote_i
     assert [float(v) for v in m.groups()] == pytest.approx(measured, abs=0.011)
     t = out["sr4_teacher_small"]
     assert f"moves the teacher by {t['PSNR_dc'] - t['PSNR']:.2f} dB on the held-out scan" in _docs_text()
+    s = out["sr4_student_tiny"]
+    assert (f"+{t['PSNR_tta'] - t['PSNR']:.2f} dB to the teacher on the held-out scan and "
+            f"+{s['PSNR_tta'] - s['PSNR']:.2f} to the student alone") in _docs_text()
+    assert zf["PSNR_tta"] == zf["PSNR"]   # a baseline has nothing to average
     with pytest.raises(SystemExit):
         pilots.main(["regions", "--split", "test"])
