@@ -48,15 +48,19 @@ ZOO: dict[str, dict] = {
     "sr4_teacher_source_small": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 300, "train_files": ["*_axial_*", "*_coronal_*"]},
 }
-#: measured candidates that are not shipped (docs/training.md, *The teacher's margin*): the paper's
-#: recipe, natural images mixed 1:1 with the MRI slices. ``--only NAME`` builds one into
-#: ``runs/pretrained/candidates`` (its own manifest) unless ``--zoo`` says otherwise; a plain
-#: ``make pretrained`` never trains them.
+#: candidates that are not shipped: the paper's recipe, natural images mixed 1:1 with the MRI
+#: slices (measured: docs/training.md, *The teacher's margin*), and the ``cs`` x4 models (a tiny
+#: ``cs`` teacher's step costs 8x an ``sr`` one, the transformer runs at full resolution; not measured
+#: to their end yet). ``--only NAME`` builds one into ``runs/pretrained/candidates`` (its own
+#: manifest) unless ``--zoo`` says otherwise; a plain ``make pretrained`` never trains them.
 CANDIDATES: dict[str, dict] = {
     "sr4_teacher_small_natural": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                                   "steps_per_epoch": 500, "natural": True},
     "sr4_student_tiny_natural": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 500, "natural": True},
+    "cs4_student_tiny": {"mode": "student", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    "cs4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
+    "cs4_unet_tiny": {"mode": "unet", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
 }
 CANDIDATE_ZOO = Path("runs/pretrained/candidates")
 #: the zoo's size limit (package data)
