@@ -49,9 +49,9 @@ ZOO: dict[str, dict] = {
                                  "steps_per_epoch": 300, "train_files": ["*_axial_*", "*_coronal_*"]},
 }
 #: candidates that are not shipped: the paper's recipe, natural images mixed 1:1 with the MRI
-#: slices (measured: docs/training.md, *The teacher's margin*), and the ``cs`` x4 models (a tiny
-#: ``cs`` teacher's step costs 8x an ``sr`` one, the transformer runs at full resolution; not measured
-#: to their end yet). ``--only NAME`` builds one into ``runs/pretrained/candidates`` (its own
+#: slices (measured: docs/training.md, *The teacher's margin*), and the ``cs`` x4 models (a
+#: ``cs`` teacher's transformer runs at full resolution, 16x the tokens of ``sr`` x4; the teacher is
+#: not trained to its end yet). ``--only NAME`` builds one into ``runs/pretrained/candidates`` (its own
 #: manifest) unless ``--zoo`` says otherwise; a plain ``make pretrained`` never trains them.
 CANDIDATES: dict[str, dict] = {
     "sr4_teacher_small_natural": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,

@@ -177,3 +177,21 @@ def test_the_docs_margin_table_is_the_generated_one(repo_root):
     from kdmri_lib.pretrained.build import CANDIDATES
 
     assert {e["name"] for e in P.manifest(P.CANDIDATE_CARDS)["models"]} <= set(CANDIDATES)
+
+
+def test_the_docs_cs_figures_are_the_candidates_cards(repo_root):
+    """docs/training.md's cs x4 sentence quotes the stored candidates' cards."""
+    import re
+
+    text = " ".join((repo_root / "docs" / "training.md").read_text().split())
+    m = re.search(r"zero-filling (\d+\.\d+) / (\d+\.\d+) dB, the student alone (\d+\.\d+) / (\d+\.\d+), "
+                  r"the U-Net (\d+\.\d+) / (\d+\.\d+), below zero-filling on the real scan", text)
+    assert m, "docs/training.md: the cs x4 sentence is missing"
+    cards = P.manifest(P.CANDIDATE_CARDS)
+    zf = cards["baselines"]["cs4_zero_filled"]
+    by = {e["name"]: e for e in cards["models"]}
+    want = [zf["val"]["PSNR"], zf["heldout"]["PSNR"]]
+    for name in ("cs4_student_tiny", "cs4_unet_tiny"):
+        want += [by[name]["metrics"]["PSNR"], by[name]["heldout"]["PSNR"]]
+    assert [float(v) for v in m.groups()] == pytest.approx([round(w, 2) for w in want], abs=0.006)
+    assert by["cs4_unet_tiny"]["heldout"]["PSNR"] < zf["heldout"]["PSNR"]
