@@ -195,3 +195,19 @@ def test_the_docs_cs_figures_are_the_candidates_cards(repo_root):
         want += [by[name]["metrics"]["PSNR"], by[name]["heldout"]["PSNR"]]
     assert [float(v) for v in m.groups()] == pytest.approx([round(w, 2) for w in want], abs=0.006)
     assert by["cs4_unet_tiny"]["heldout"]["PSNR"] < zf["heldout"]["PSNR"]
+
+
+def test_the_docs_margin_sentences_are_the_cards(repo_root):
+    """The learning curve and the differences docs/training.md states beside the margin table."""
+    import re
+
+    text = " ".join((repo_root / "docs" / "training.md").read_text().split())
+    small, nat = P.card("sr4_teacher_small"), P.manifest(P.CANDIDATE_CARDS)["models"]
+    nat = next(e for e in nat if e["name"] == "sr4_teacher_small_natural")
+    m = re.search(r"4000 steps at its plateau: ((?:\d+\.\d+, )+\d+\.\d+) dB every 500 steps\), leads by (\d+\.\d+) dB", text)
+    assert m, "docs/training.md: the teacher's curve sentence is missing"
+    assert [float(v) for v in m.group(1).split(", ")] == [round(p, 2) for _, p in small["curve"]]
+    assert float(m.group(2)) == round(small["metrics"]["PSNR"] - P.card("sr4_student_tiny")["metrics"]["PSNR"], 2)
+    m = re.search(r"the teacher loses (\d+\.\d+) dB on the validation slices and gains (\d+\.\d+) on the held-out", text)
+    assert m and float(m.group(1)) == round(small["metrics"]["PSNR"] - nat["metrics"]["PSNR"], 2)
+    assert float(m.group(2)) == round(nat["heldout"]["PSNR"] - small["heldout"]["PSNR"], 2)
