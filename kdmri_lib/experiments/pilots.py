@@ -373,9 +373,8 @@ def regions_pilot(data: str = "data/demo", models: Sequence[str] = ("sr4_student
     import numpy as np
 
     from kdmri_lib.datasets.data import batch_operator, collate
-    from kdmri_lib.engine.reconstruct import open_split
-
     from kdmri_lib.distill import teacher_tta
+    from kdmri_lib.engine.reconstruct import open_split
 
     ds = open_split(data, "sr", 4, split)
     keys = ("PSNR", "PSNR_head", "PSNR_air", "PSNR_rim", "PSNR_interior")

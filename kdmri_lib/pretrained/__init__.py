@@ -63,6 +63,12 @@ def load(name: str, device: Any = "cpu", manifest_path: str | os.PathLike = MANI
     return model, c
 
 
+def _trained_on(e: dict) -> str:
+    """A card's training data in words (the tables' "trained on" column)."""
+    on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
+    return on + (" + natural images 1:1" if e.get("natural") else "")
+
+
 def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
     """The zoo as a Markdown table with the baselines of the same splits (the README's results
     table is this text; a test checks that they agree)."""
@@ -77,8 +83,7 @@ def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:
                      f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
     for e in m["models"]:
         v, h = e.get("metrics"), e.get("heldout")
-        on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
-        on += " + natural images 1:1" if e.get("natural") else ""
+        on = _trained_on(e)
         lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}) | {on} | {e.get('params', 0) / 1e6:.3f} M | "
                      f"{e['steps']} | {e['seconds']:.0f} | {fmt(v, 'PSNR', '.2f')} / {fmt(v, 'SSIM', '.4f')} | "
                      f"{fmt(h, 'PSNR', '.2f')} / {fmt(h, 'SSIM', '.4f')} |")
@@ -107,9 +112,7 @@ def margin_table(reference: str = "sr4_student_tiny", manifest_path: Optional[st
         if e["name"] == reference or (e["task"], e["factor"]) != (ref["task"], ref["factor"]):
             continue
         v, h = e["metrics"]["PSNR"], e["heldout"]["PSNR"]
-        on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
-        on += " + natural images 1:1" if e.get("natural") else ""
-        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}){note} | {on} | {v:.2f} | "
+        lines.append(f"| `{e['name']}` ({e['kind']} {e['preset']}){note} | {_trained_on(e)} | {v:.2f} | "
                      f"{v - ref['metrics']['PSNR']:+.2f} | {h:.2f} | {h - ref['heldout']['PSNR']:+.2f} | "
                      f"{h - zf['heldout']['PSNR']:+.2f} |")
     lines.append(f"| `{reference}` (reference) | every training file | {ref['metrics']['PSNR']:.2f} | | "

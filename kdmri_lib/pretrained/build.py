@@ -78,6 +78,11 @@ def data_identity(data_dir: str | Path) -> dict:
     return {"digest": m.get("digest"), "manifest_sha256": hashlib.sha256(text).hexdigest()}
 
 
+def _spec(name: str) -> dict:
+    """The training run of a zoo entry or a candidate."""
+    return ZOO[name] if name in ZOO else CANDIDATES[name]
+
+
 def command_for(name: str, data: str) -> str:
     """The command that (re)builds entry ``name`` (a candidate goes to :data:`CANDIDATE_ZOO` by default)."""
     return f"python -m kdmri_lib.pretrained.build --data {shlex.quote(str(data))} --only {name}"
@@ -86,7 +91,7 @@ def command_for(name: str, data: str) -> str:
 def train_config(name: str, data: str, work: str | Path, seed: int = 0, device: str = "cpu", progress: bool = True):
     from kdmri_lib.engine.train import TrainConfig
 
-    spec = {**ZOO, **CANDIDATES}[name]
+    spec = _spec(name)
     return TrainConfig(data_dir=str(data), out_dir=str(Path(work) / name), seed=seed, device=device, resume=True,
                        progress=progress, verbose=True, val_slices=None, **spec).validate()
 
@@ -213,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in todo:
             t0 = time.time()
             entries[name] = build_entry(name, args.data, args.work, zoo, args.seed, args.device, not args.no_progress)
-            spec = {**ZOO, **CANDIDATES}[name]
+            spec = _spec(name)
             if not any(k.startswith(f"{spec['task']}{spec['factor']}_") for k in baselines):
                 baselines.update(baseline_metrics(args.data, spec["task"], spec["factor"]))
             write_manifest(list(entries.values()), zoo, baselines)
