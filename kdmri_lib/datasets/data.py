@@ -107,19 +107,24 @@ class SliceTransform:
         raw_kspace: ``cs`` on full slices whose k-space is larger than the recon size: mask the
             raw k-space as measured (see the module docstring) instead of simulating it from the
             cropped image. No effect for ``sr`` or for files without oversampling.
+        augment: training: warp each slice at random (flip, rotation, scale, shift:
+            :mod:`kdmri_lib.datasets.augment`) *before* its acquisition is simulated, so the sample is
+            still the measurement of a whole slice. Not for raw (oversampled) ``cs`` k-space, which
+            is used as measured.
     """
 
     PATCH_TRIES = 10
 
     def __init__(self, task: str, factor: int, train_masks: bool = False,
                  mask_type: str = "random", center_fraction: Optional[float] = None, crop_to_recon: bool = True,
-                 raw_kspace: bool = True):
+                 raw_kspace: bool = True, augment: bool = False):
         self.task, self.factor = _check_task(task, factor)
         self.train_masks = train_masks
         self.mask_type = check_choice("mask_type", mask_type, _masks.MASK_TYPES)
         self.center_fraction = center_fraction
         self.crop_to_recon = crop_to_recon
         self.raw_kspace = raw_kspace
+        self.augment = bool(augment)
 
     def _operator(self, shape, seed, fname: str = "") -> Operator:
         try:
@@ -142,6 +147,10 @@ class SliceTransform:
         if self.raw_kspace and self.task == "cs" and tuple(image.shape) != np.shape(kspace):
             kspace_t = torch.from_numpy(np.asarray(kspace).astype(np.complex64))
             return self.make_raw_sample(kspace_t, tgt, fname, slice_num, vol_max=vol_max)
+        if self.augment:
+            from kdmri_lib.datasets.augment import augment_slice
+
+            image, tgt = augment_slice(image, tgt)
         return self.make_sample(image, tgt, fname, slice_num, vol_max=vol_max)
 
     def make_raw_sample(self, kspace: torch.Tensor, target: torch.Tensor, fname: str, slice_num: int,

@@ -71,7 +71,8 @@ MAX_ENTRIES = 20000
 
 def usable(task: str, natural: bool, teacher: nn.Module) -> bool:
     """Whether a run's teacher can be memoised: ``sr`` (no per-sample operator state), no natural
-    images (randomly cropped and flipped each time) and a teacher with a body/head split."""
+    images and no augmentation (``natural``: samples that change each time they are drawn) and a
+    teacher with a body/head split."""
     return task == "sr" and not natural and hasattr(teacher, "body") and hasattr(teacher, "head")
 
 

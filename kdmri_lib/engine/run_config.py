@@ -62,6 +62,9 @@ class TrainConfig:
         val_slices: cap on validation slices per epoch (:func:`kdmri_lib.engine.reconstruct.select_slices`).
         val_batch_size: slices per forward pass in validation.
         natural: mix natural images 1:1 from ``data_dir/natural/train`` when that folder exists.
+        augment: warp every training slice at random (flip, rotation, scale, shift) before its
+            acquisition is simulated (:mod:`kdmri_lib.datasets.augment`): more anatomical variety
+            than the data hold.
         teacher_cache: distillation: memoise the teacher's frozen computations per training sample
             (:mod:`kdmri_lib.distill.teacher_cache`; exact; used for ``sr`` without natural images on one
             process, with a frozen teacher or ``distill.t_params="head"``).
@@ -111,6 +114,7 @@ class TrainConfig:
     val_slices: Optional[int] = field(default=None, metadata={"role": "result"})
     val_batch_size: int = field(default=1, metadata={"role": "operational"})
     natural: bool = field(default=False, metadata={"role": "identity"})
+    augment: bool = field(default=False, metadata={"role": "identity"})
     train_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     val_files: Optional[list] = field(default=None, metadata={"role": "identity"})
     references: Optional[int] = field(default=None, metadata={"role": "identity"})
@@ -149,7 +153,7 @@ class TrainConfig:
         self.warmup_steps = check_int("warmup_steps", self.warmup_steps, minimum=0)
         if self.grad_clip is not None:
             self.grad_clip = check_float("grad_clip", self.grad_clip, minimum=0.0, strict_min=True)
-        for name in ("amp", "natural", "resume", "progress", "verbose", "unlabelled", "teacher_cache"):
+        for name in ("amp", "natural", "augment", "resume", "progress", "verbose", "unlabelled", "teacher_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or self.device.split(":")[0].strip().lower() not in D.DEVICE_CHOICES:

@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     fac.add_argument("--scale", type=int, default=None, help="sr scale (default 4)")
     fac.add_argument("--acceleration", type=int, default=None, help="cs acceleration (default 4)")
     g.add_argument("--natural", action="store_true", help="mix natural images 1:1 from DATA/natural/train")
+    g.add_argument("--augment", action="store_true", help="warp each training slice at random (flip, rotation, "
+                                                          "scale, shift) before it is measured")
     g.add_argument("--train-files", default=None, help="comma-separated file-name patterns of the training files "
                                                        "(e.g. '*_sagittal_*'; default: every file)")
     g.add_argument("--val-files", default=None, help="comma-separated file-name patterns of the validation files")
@@ -257,7 +259,7 @@ def config_from_args(args) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip or None, amp=not args.no_amp,
         device=args.device, seed=args.seed, num_workers=args.num_workers, steps_per_epoch=args.steps_per_epoch,
-        val_slices=args.val_slices, val_batch_size=args.val_batch_size, natural=args.natural,
+        val_slices=args.val_slices, val_batch_size=args.val_batch_size, natural=args.natural, augment=args.augment,
         train_files=args.train_files, val_files=args.val_files, references=args.references, unlabelled=args.unlabelled,
         pool_split=args.pool_split,
         rehearsal_files=args.rehearsal_files, distill=DistillConfig.from_dict(base), resume=args.resume, epoch_limit=args.epoch_limit,

@@ -64,14 +64,15 @@ def add_step_hook(hook: Callable[["Trainer", dict], None]) -> Callable[[], None]
 
 def training_dataset(cfg: TrainConfig):
     """The training set of a run: whole slices of ``data_dir/singlecoil_train`` (random ``cs``
-    masks), mixed 1:1 with ``data_dir/natural/train`` when ``cfg.natural`` and that folder exists."""
+    masks), mixed 1:1 with ``data_dir/natural/train`` when ``cfg.natural`` and that folder exists;
+    ``cfg.augment`` warps each slice at random before it is measured."""
     from kdmri_lib.datasets.data import build_dataset
 
     natural_dir = Path(cfg.data_dir) / "natural" / "train"
     return build_dataset(cfg.data_dir, "train", cfg.task, cfg.factor,
                          natural_dir=natural_dir if (cfg.natural and natural_dir.is_dir()) else None,
                          include=cfg.train_files, references=cfg.references, unlabelled=cfg.unlabelled,
-                         pool_split=cfg.pool_split)
+                         pool_split=cfg.pool_split, augment=cfg.augment)
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -241,7 +242,7 @@ class Trainer:
         self.teacher_t = _ddp(self.teacher, self.device) if self.correction else self.teacher
         self.cache = None
         if (self.distill and cfg.teacher_cache and not D.is_distributed()
-                and teacher_cache.usable(cfg.task, cfg.natural, self.teacher)
+                and teacher_cache.usable(cfg.task, cfg.natural or cfg.augment, self.teacher)
                 and (not self.correction or dcfg.t_params == "head")):
             from kdmri_lib.pretrained.index import resolve
 

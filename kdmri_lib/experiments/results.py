@@ -155,8 +155,8 @@ def what_it_shows(rows: Sequence[Mapping], where: str = "the held-out slices", m
                    f"alone ({alone})" + ("." if d >= 0 else ": it has little to teach here."))
     if distilled and alone:
         d = vals[distilled] - vals[alone]
-        out.append(f"Distillation {'helped' if d > 0 else 'did not help'}: the distilled student is {d:+.2f}{unit} against "
-                   f"the student alone ({alone}).")
+        out.append(f"In this run (one seed, so no spread), distillation {'helped' if d > 0 else 'did not help'}: the "
+                   f"distilled student is {d:+.2f}{unit} against the student alone ({alone}).")
     return out
 
 

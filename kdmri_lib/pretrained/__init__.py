@@ -66,7 +66,7 @@ def load(name: str, device: Any = "cpu", manifest_path: str | os.PathLike = MANI
 def _trained_on(e: dict) -> str:
     """A card's training data in words (the tables' "trained on" column)."""
     on = "every training file" if not e.get("train_files") else ", ".join(f"`{p}`" for p in e["train_files"])
-    return on + (" + natural images 1:1" if e.get("natural") else "")
+    return on + (" + natural images 1:1" if e.get("natural") else "") + (" + random warps" if e.get("augment") else "")
 
 
 def markdown_table(manifest_path: Optional[str | os.PathLike] = None) -> str:

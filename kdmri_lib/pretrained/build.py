@@ -58,6 +58,11 @@ CANDIDATES: dict[str, dict] = {
                                   "steps_per_epoch": 500, "natural": True},
     "sr4_student_tiny_natural": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 500, "natural": True},
+    # anatomical variety: every training slice warped at random before it is measured
+    "sr4_student_tiny_augment": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
+                                 "steps_per_epoch": 500, "augment": True},
+    "sr4_teacher_small_augment": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
+                                  "steps_per_epoch": 500, "augment": True},
     "cs4_student_tiny": {"mode": "student", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "cs4_teacher_tiny": {"mode": "teacher", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
     "cs4_unet_tiny": {"mode": "unet", "preset": "tiny", "task": "cs", "factor": 4, "epochs": 8, "steps_per_epoch": 500},
@@ -140,6 +145,7 @@ def build_entry(name: str, data: str, work: str | Path, zoo: Path, seed: int = 0
         "torch": str(torch.__version__), "threads": torch.get_num_threads(),
         "train_files": ck["train_config"].get("train_files"),   # None: every training file
         "natural": bool(ck["train_config"].get("natural", False)),   # natural images mixed 1:1
+        "augment": bool(ck["train_config"].get("augment", False)),   # random warps of the training slices
         "recipe": {k: ck["train_config"][k] for k in ("lr", "warmup_steps", "batch_size", "schedule", "epochs",
                                                       "steps_per_epoch")},
         "curve": [[int(h.get("global_step", (i + 1) * cfg.steps_per_epoch)), round(float(h["val_PSNR"]), 4)]

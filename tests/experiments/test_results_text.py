@@ -11,17 +11,17 @@ def test_what_it_shows_names_the_measured_winner_and_the_models_below_the_baseli
     assert text[0] == "On x, teacher is best (23.00 dB PSNR), +0.50 dB over student alone."
     assert "Below zero-filled" in text[2] and "U-Net (fastMRI) -0.50 dB" in text[2] and "bicubic" not in text[2]
     assert any(t.startswith("The teacher (teacher) is 0.50 dB above the student trained alone") for t in text)
-    assert any(t.startswith("Distillation did not help: the distilled student is -0.25 dB") for t in text)
+    assert any(t.startswith("In this run (one seed, so no spread), distillation did not help: the distilled student is -0.25 dB") for t in text)
     # the same rows in another order give the same sentences; a better distilled student flips the verdict
     assert what_it_shows(rows[::-1], "x") == text
     rows[4]["PSNR"] = 22.75
-    assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB") for t in what_it_shows(rows, "x"))
+    assert any(t.startswith("In this run (one seed, so no spread), distillation helped: the distilled student is +0.25 dB") for t in what_it_shows(rows, "x"))
     assert what_it_shows([], "x") == []
     raw = [{"method": "zero_filled", "PSNR": 20.0}, {"method": "teacher", "PSNR": 19.0}]   # kind names work too
     assert what_it_shows(raw, "x")[-1].startswith("Below zero-filled") and "teacher -1.00 dB" in what_it_shows(raw, "x")[-1]
     # a better pretrained student elsewhere in the table does not replace the same-budget comparison
     rows.append({"method": "student alone · zoo tiny", "PSNR": 30.0})
-    assert any(t.startswith("Distillation helped: the distilled student is +0.25 dB against the student alone "
+    assert any(t.startswith("In this run (one seed, so no spread), distillation helped: the distilled student is +0.25 dB against the student alone "
                             "(student alone)") for t in what_it_shows(rows, "x"))
 
 
