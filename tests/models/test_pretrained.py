@@ -195,6 +195,47 @@ def test_the_docs_cs_figures_are_the_candidates_cards(repo_root):
         want += [by[name]["metrics"]["PSNR"], by[name]["heldout"]["PSNR"]]
     assert [float(v) for v in m.groups()] == pytest.approx([round(w, 2) for w in want], abs=0.006)
     assert by["cs4_unet_tiny"]["heldout"]["PSNR"] < zf["heldout"]["PSNR"]
+    m = re.search(r"tiny `cs` teacher \(`cs4_teacher_tiny`, (\d+) steps\) is the other way round: (\d+\.\d+) / "
+                  r"(\d+\.\d+) dB, (\d+\.\d+) dB below the student alone on the validation slices and (\d+\.\d+) dB "
+                  r"above it on the held-out scan, the only model here more than 0.7 dB above its student there", text)
+    assert m, "docs/training.md: the cs teacher's sentence is missing"
+    t, s = by["cs4_teacher_tiny"], by["cs4_student_tiny"]
+    assert int(m.group(1)) == t["steps"]
+    assert [float(v) for v in m.groups()[1:]] == pytest.approx(
+        [round(t["metrics"]["PSNR"], 2), round(t["heldout"]["PSNR"], 2),
+         round(s["metrics"]["PSNR"] - t["metrics"]["PSNR"], 2), round(t["heldout"]["PSNR"] - s["heldout"]["PSNR"], 2)],
+        abs=0.006)
+    # "the only model here": every card of either task against the student alone of its task
+    students = {"cs": s, "sr": P.card("sr4_student_tiny")}
+    above = [e["name"] for e in P.manifest()["models"] + cards["models"]
+             if e["heldout"]["PSNR"] - students[e["task"]]["heldout"]["PSNR"] > 0.7]
+    assert above == ["cs4_teacher_tiny"]
+
+
+def test_the_docs_augmentation_sentence_is_the_cards(repo_root):
+    """docs/training.md's random-warp paragraph: the ranges are the module's, the PSNRs the cards'."""
+    import re
+
+    from kdmri_lib.datasets import augment as A
+
+    text = " ".join((repo_root / "docs" / "training.md").read_text().split())
+    m = re.search(r"rotated \(up to (\d+) degrees\), scaled \((\d\.\d+) to (\d\.\d+)\) and shifted \(up to (\d+) % "
+                  r"of the field of view\)", text)
+    assert m and [float(v) for v in m.groups()] == pytest.approx([A.ROTATION_DEG, *A.SCALE, 100 * A.SHIFT])
+    by = {e["name"]: e for e in P.manifest(P.CANDIDATE_CARDS)["models"]}
+    ta, t = by["sr4_teacher_small_augment"], P.card("sr4_teacher_small")
+    sa, s = by["sr4_student_tiny_augment"], P.card("sr4_student_tiny")
+    assert ta["augment"] and sa["augment"] and not t.get("augment")
+    m = re.search(r"does not change the teacher: (\d+\.\d+) dB on the validation slices and (\d+\.\d+) on the "
+                  r"held-out scan against (\d+\.\d+) and (\d+\.\d+) without", text)
+    assert m and [float(v) for v in m.groups()] == pytest.approx(
+        [round(v, 2) for v in (ta["metrics"]["PSNR"], ta["heldout"]["PSNR"], t["metrics"]["PSNR"], t["heldout"]["PSNR"])],
+        abs=0.006)
+    m = re.search(r"The student gains (\d+\.\d+) dB on the held-out scan \((\d+\.\d+) against (\d+\.\d+)\) and "
+                  r"loses (\d+\.\d+) dB on the validation slices", text)
+    assert m and [float(v) for v in m.groups()] == pytest.approx(
+        [round(sa["heldout"]["PSNR"] - s["heldout"]["PSNR"], 2), round(sa["heldout"]["PSNR"], 2),
+         round(s["heldout"]["PSNR"], 2), round(s["metrics"]["PSNR"] - sa["metrics"]["PSNR"], 2)], abs=0.006)
 
 
 def test_the_docs_margin_sentences_are_the_cards(repo_root):
