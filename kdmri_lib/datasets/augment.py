@@ -57,7 +57,7 @@ def warp(image: torch.Tensor, target: torch.Tensor, theta: torch.Tensor) -> tupl
                           f"and {tuple(target.shape)}")
     H, W = image.shape
     grid = F.affine_grid(theta[None].to(torch.float32), [1, 1, H, W], align_corners=False)
-    stack = torch.stack([image.real, image.imag, target.to(torch.float32)])[None].to(torch.float32)
+    stack = torch.stack([image.real, image.imag, target.to(image.real.dtype)])[None]
     out = F.grid_sample(stack, grid, mode="bicubic", padding_mode="border", align_corners=False)[0]
     return torch.complex(out[0], out[1]).to(torch.complex64), out[2].clamp_min(0.0)
 

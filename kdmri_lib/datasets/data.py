@@ -60,6 +60,7 @@ from fastmri.data import SliceDataset
 from torch.utils.data import Dataset
 
 from kdmri_lib.core.errors import ConfigError, DataError, check_choice, check_int, first_line
+from kdmri_lib.datasets.augment import augment_slice
 from kdmri_lib.datasets.data_files import READ_ERRORS as _READ_ERRORS
 from kdmri_lib.datasets.data_files import (  # noqa: F401
     check_patterns, list_h5, load_slice, scaled_sample, select_files, slice_image, split_dir)
@@ -148,8 +149,6 @@ class SliceTransform:
             kspace_t = torch.from_numpy(np.asarray(kspace).astype(np.complex64))
             return self.make_raw_sample(kspace_t, tgt, fname, slice_num, vol_max=vol_max)
         if self.augment:
-            from kdmri_lib.datasets.augment import augment_slice
-
             image, tgt = augment_slice(image, tgt)
         return self.make_sample(image, tgt, fname, slice_num, vol_max=vol_max)
 

@@ -69,11 +69,11 @@ def teacher_tta(teacher: nn.Module, y: torch.Tensor, op, first: Optional[torch.T
 MAX_ENTRIES = 20000
 
 
-def usable(task: str, natural: bool, teacher: nn.Module) -> bool:
-    """Whether a run's teacher can be memoised: ``sr`` (no per-sample operator state), no natural
-    images and no augmentation (``natural``: samples that change each time they are drawn) and a
-    teacher with a body/head split."""
-    return task == "sr" and not natural and hasattr(teacher, "body") and hasattr(teacher, "head")
+def usable(task: str, varying: bool, teacher: nn.Module) -> bool:
+    """Whether a run's teacher can be memoised: ``sr`` (no per-sample operator state), samples that
+    are the same each time they are drawn (``varying``: natural-image crops or random warps, i.e.
+    ``cfg.natural or cfg.augment``, are not) and a teacher with a body/head split."""
+    return task == "sr" and not varying and hasattr(teacher, "body") and hasattr(teacher, "head")
 
 
 _STORES: dict[tuple, dict] = {}

@@ -50,15 +50,15 @@ ZOO: dict[str, dict] = {
 }
 #: candidates that are not shipped: the paper's recipe, natural images mixed 1:1 with the MRI
 #: slices (measured: docs/training.md, *The teacher's margin*), and the ``cs`` x4 models (a
-#: ``cs`` teacher's transformer runs at full resolution, 16x the tokens of ``sr`` x4; the teacher is
-#: not trained to its end yet). ``--only NAME`` builds one into ``runs/pretrained/candidates`` (its own
+#: ``cs`` teacher's transformer runs at full resolution, 16x the tokens of ``sr`` x4), and random warps
+#: of the training slices (``augment``). ``--only NAME`` builds one into ``runs/pretrained/candidates`` (its own
 #: manifest) unless ``--zoo`` says otherwise; a plain ``make pretrained`` never trains them.
 CANDIDATES: dict[str, dict] = {
     "sr4_teacher_small_natural": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
                                   "steps_per_epoch": 500, "natural": True},
     "sr4_student_tiny_natural": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 500, "natural": True},
-    # anatomical variety: every training slice warped at random before it is measured
+    # anatomical variety: every training slice warped at random before it is measured (refuted for the teacher)
     "sr4_student_tiny_augment": {"mode": "student", "preset": "tiny", "task": "sr", "factor": 4, "epochs": 8,
                                  "steps_per_epoch": 500, "augment": True},
     "sr4_teacher_small_augment": {"mode": "teacher", "preset": "small", "task": "sr", "factor": 4, "epochs": 8,
